@@ -1,0 +1,537 @@
+"""`layoutlm-cli train`: data -> tags -> tokens -> Trainer -> metrics, recorded as it goes.
+
+The flow, top to bottom:
+1. check the flags and the output directory; create the Job (`pending`);
+2. load receipts, apply the recipe (recipe.py), split, thin, tokenise (features.py);
+3. write run.json, the run_config log and dataset metrics; the Job becomes `running`;
+4. train with the HF Trainer; after every evaluation, metrics go to the store and run.json;
+5. best/ is written from the best checkpoint; the Job becomes `succeeded` with results,
+   or `failed`/`interrupted` with the reason logged.
+Under torchrun only rank 0 writes jobs, metrics and files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .labels import entity_types, resolve_allowed_labels
+from .model import DEFAULT_PRETRAINED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    job_name: str
+    dataset: str | None = None  # FILE.jsonl | wildreceipt:FILE | demo[:N]; None = the DynamoDB table
+    dynamo_table: str | None = None
+    label_status: list[str] = field(default_factory=lambda: ["VALID"])
+    output_dir: str | None = None
+    pretrained: str = DEFAULT_PRETRAINED
+    epochs: float = 3.0
+    batch_size: int = 8
+    lr: float = 5e-5
+    warmup_ratio: float = 0.0
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.01
+    gradient_accumulation_steps: int = 1
+    o_entity_ratio: float | None = None
+    merge_amounts: bool = False
+    allowed_labels: list[str] = field(default_factory=list)
+    early_stopping_patience: int | None = None
+    val_ratio: float = 0.1
+    seed: int = 42
+    example_unit: str = "receipt"
+    max_seq_length: int = 512
+    window_overlap: int = 128
+    precision: str = "auto"
+    num_workers: int = 0
+    save_total_limit: int = 2
+    max_steps: int = -1
+    output_s3_uri: str | None = None
+    description: str = ""
+    priority: str = "medium"
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Flag errors found before anything is recorded."""
+    if not cfg.job_name or "/" in cfg.job_name:
+        raise UserError(f"--job-name {cfg.job_name!r} must be non-empty and contain no '/'.")
+    if cfg.dataset is None and not cfg.dynamo_table:
+        raise UserError("No data: pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
+    if cfg.example_unit not in ("receipt", "line"):
+        raise UserError(f"--example-unit must be receipt or line, got {cfg.example_unit!r}.")
+    if cfg.epochs <= 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.gradient_accumulation_steps < 1:
+        raise UserError("--epochs, --lr must be positive and --batch-size, --gradient-accumulation-steps at least 1.")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise UserError(f"--warmup-ratio must be in [0, 1), got {cfg.warmup_ratio}.")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}.")
+    if cfg.o_entity_ratio is not None and cfg.o_entity_ratio <= 0:
+        raise UserError(f"--o-entity-ratio must be positive, got {cfg.o_entity_ratio}.")
+    if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 1:
+        raise UserError("--early-stopping-patience must be at least 1.")
+    if not 16 <= cfg.max_seq_length <= 512:
+        raise UserError(f"--max-seq-length must be between 16 and 512 (LayoutLM's limit), got {cfg.max_seq_length}.")
+    if not 0 <= cfg.window_overlap < cfg.max_seq_length // 2:
+        raise UserError("--window-overlap must be at least 0 and under half of --max-seq-length.")
+    if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise UserError(f"--precision must be auto, fp32, fp16 or bf16, got {cfg.precision!r}.")
+    resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)
+
+
+def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
+    """Refuse to mix two jobs' files; returns the previous run.json when resuming."""
+    from .artifacts import RunFile
+
+    run_json = out / "run.json"
+    if resume:
+        if not run_json.exists():
+            raise UserError(f"--resume: {out} has no run.json to resume; start the run without --resume.")
+        previous = RunFile.load(run_json).data
+        if previous.get("job_name") != cfg.job_name:
+            raise UserError(f"--resume: {out} belongs to job {previous.get('job_name')!r}, not {cfg.job_name!r}.")
+        return previous
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+            return None
+        what = "another run's files"
+        if run_json.exists():
+            try:
+                prev = RunFile.load(run_json).data
+                what = f"job {prev.get('job_name')!r} ({prev.get('job_id')})"
+            except ValueError:
+                pass
+        raise UserError(f"Output directory {out} already holds {what}; pass --resume to continue it, "
+                        "--overwrite-output-dir to replace it, or another --output-dir/--job-name.")
+    return None
+
+
+# --- data ------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    label_list: list[str]
+    train: list  # TaggedReceipt
+    val: list
+    counts: dict
+    thinning: dict
+    dropped: dict
+
+
+def load_source(cfg: TrainConfig):
+    if cfg.dataset is not None:
+        from .data import load_receipts
+
+        return load_receipts(cfg.dataset, seed=cfg.seed)
+    from .dynamo_data import load_dynamo_receipts
+
+    return load_dynamo_receipts(cfg.dynamo_table, region=os.environ.get("AWS_REGION"),
+                                endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
+                                statuses=tuple(cfg.label_status))
+
+
+def prepare_data(cfg: TrainConfig, receipts, report) -> PreparedData:
+    from .recipe import build_label_list, split_counts, split_ids, tag_receipts, thin_o_lines
+
+    if not receipts:
+        raise UserError(f"The dataset {report.source} holds no receipt with words; check the file or table.")
+    allowed = resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)
+    tagged, label_counts = tag_receipts(receipts, cfg.merge_amounts, allowed)
+    label_list = build_label_list(tagged)
+    train_ids, val_ids = split_ids([r.id for r in tagged], cfg.val_ratio, cfg.seed)
+    val_set = set(val_ids)
+    train = [r for r in tagged if r.id not in val_set]
+    val = [r for r in tagged if r.id in val_set]
+    thinning = thin_o_lines(train, cfg.o_entity_ratio, cfg.seed)
+    counts = {"receipts": len(tagged), **label_counts, "train": split_counts(train), "val": split_counts(val),
+              "val_receipt_ids": val_ids}
+    return PreparedData(label_list, train, val, counts, thinning, report.dropped)
+
+
+# --- recording -----------------------------------------------------------------------
+class Recorder:
+    """Everything a run writes: the job store, run.json and S3. No-op off rank 0."""
+
+    def __init__(self, store, job, run_file, s3=None):
+        self.store, self.job, self.run_file, self.s3 = store, job, run_file, s3
+        self.upload_errors: list[str] = []
+
+    def metrics(self, rows: list[dict]) -> None:
+        if self.store:
+            self.store.add_metrics(self.job.job_id, rows)
+
+    def log(self, level: str, message, exception: str | None = None) -> None:
+        if self.store:
+            self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
+
+    def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
+        if self.store:
+            self.job.results.update(results)
+            self.store.update_job(self.job, status=status, message=message, progress=progress)
+
+    def upload(self, local: Path, prefix_attr: str, subdir: str = "", checkpoint_step=None, epoch=0,
+               is_best=False, metrics=None) -> None:
+        """Upload a file or folder to S3; a failure is logged and remembered, training goes on."""
+        if not self.s3:
+            return
+        key = self.s3.storage[prefix_attr] + subdir
+        try:
+            if local.is_dir():
+                n, size = self.s3.upload_dir(local, key)
+            else:
+                self.s3.upload_file(local, key)
+                size = local.stat().st_size
+            if checkpoint_step is not None and self.store:
+                self.store.add_checkpoint(self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch,
+                                          is_best=is_best, metrics=metrics)
+        except Exception as e:  # noqa: BLE001 - any upload failure is recorded, never swallowed
+            message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
+            self.upload_errors.append(message)
+            self.log("ERROR", message)
+
+
+def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float):
+    from transformers import TrainerCallback
+
+    def epoch_of(state) -> int:
+        return max(0, math.ceil((state.epoch or 0) - 1e-6))
+
+    class RecordingCallback(TrainerCallback):
+        """Turns the Trainer's logs and evaluations into JobMetrics and run.json entries."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            step, epoch = state.global_step, epoch_of(state)
+            rows = []
+            if "loss" in logs:
+                rows.append({"name": "train_loss", "value": float(logs["loss"]), "unit": "loss"})
+            if "learning_rate" in logs:
+                rows.append({"name": "learning_rate", "value": float(logs["learning_rate"]), "unit": "rate"})
+            recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if not state.is_world_process_zero or not metrics:
+                return
+            step, epoch = state.global_step, epoch_of(state)
+            names = {"eval_f1": ("val_f1", "ratio"), "eval_precision": ("val_precision", "ratio"),
+                     "eval_recall": ("val_recall", "ratio"), "eval_loss": ("eval_loss", "loss")}
+            rows = [{"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]}
+                    for k in names if k in metrics]
+            for key, value in metrics.items():
+                if key.startswith("eval_label_"):
+                    unit = "count" if key.endswith("_support") else "ratio"
+                    rows.append({"name": key.removeprefix("eval_"), "value": value, "unit": unit})
+            recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
+            train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+            entry = {"epoch": epoch, "step": step, "val_f1": metrics.get("eval_f1"),
+                     "val_precision": metrics.get("eval_precision"), "val_recall": metrics.get("eval_recall"),
+                     "eval_loss": metrics.get("eval_loss"), "train_loss": train_losses[-1] if train_losses else None,
+                     "per_label": {t: {m: metrics.get(f"eval_label_{t}_{m}") for m in ("f1", "precision", "recall",
+                                                                                        "support")}
+                                   for t in entity_types(label_list)}}
+            if recorder.run_file:
+                recorder.run_file.append("epoch_metrics", entry)
+                recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+            progress = 100 * min(1.0, (state.epoch or 0) / total_epochs)
+            recorder.status("running", message=f"epoch {epoch}: val_f1 {metrics.get('eval_f1', 0):.4f}",
+                            progress=progress)
+
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.exists():
+                recorder.upload(ckpt, "checkpoints_prefix", f"{ckpt.name}/", checkpoint_step=state.global_step,
+                                epoch=epoch_of(state))
+
+    return RecordingCallback()
+
+
+def _quiet_progress_class():
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        """The Trainer's progress bars, without a dict printed per log; one line per evaluation."""
+
+        def __init__(self, say):
+            super().__init__()
+            self.say = say
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            super().on_evaluate(args, state, control, **kwargs)
+            if state.is_world_process_zero and metrics and "eval_f1" in metrics:
+                self.say(f"epoch {state.epoch:.0f}: val F1 {metrics['eval_f1']:.4f} "
+                         f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
+                         f"eval loss {metrics['eval_loss']:.4f}")
+
+    return QuietProgress
+
+
+# --- the run ---------------------------------------------------------------------------
+class Interrupted(BaseException):
+    """SIGTERM (e.g. a spot instance reclaimed): stop, mark the job interrupted."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("received SIGTERM")
+
+
+def config_record(cfg: TrainConfig, resume: bool) -> dict:
+    """The job_config: every flag, plus the software it ran with. Never credentials."""
+    import torch
+    import transformers
+
+    record = asdict(cfg)
+    record.update(resume=resume, output_dir=str(cfg.resolved_output_dir()),
+                  environment={"python": platform.python_version(), "torch": torch.__version__,
+                               "transformers": transformers.__version__,
+                               "device": "cuda" if torch.cuda.is_available() else "cpu",
+                               "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+    return record
+
+
+def precision_flags(choice: str) -> dict:
+    import torch
+
+    if choice == "auto":
+        if not torch.cuda.is_available():
+            return {}
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    if choice in ("fp16", "bf16") and not torch.cuda.is_available():
+        raise UserError(f"--precision {choice} needs a CUDA GPU; use --precision auto or fp32 on CPU.")
+    return {choice: True} if choice != "fp32" else {}
+
+
+def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = False,
+                 overwrite_output_dir: bool = False, say=print) -> dict:
+    """Train one job; returns the summary. Raises UserError for problems the user can fix."""
+    check_config(cfg)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    out = cfg.resolved_output_dir()
+    previous = check_output_dir(out, cfg, resume, overwrite_output_dir) if is_main else None
+
+    from .artifacts import RunFile
+
+    store = job = run_file = s3 = None
+    if is_main:
+        from .store import open_store
+
+        store = open_store(store_uri)
+        if cfg.output_s3_uri:
+            from .s3 import S3Sync
+
+            s3 = S3Sync(cfg.output_s3_uri, cfg.job_name)
+            s3.check()
+        if previous:
+            job = store.get_job(previous["job_id"])
+            if job is None:
+                raise UserError(f"--resume: job {previous['job_id']} of {out}/run.json is not in "
+                                f"{store.description}; pass the --job-store it was recorded in.")
+            run_file = RunFile(out / "run.json", previous)
+        else:
+            job = store.create_job(cfg.job_name, config_record(cfg, resume), description=cfg.description,
+                                   priority=cfg.priority, storage=s3.storage if s3 else None)
+            run_file = RunFile(out / "run.json", {"job_id": job.job_id, "job_name": cfg.job_name,
+                                                  "job_store": store.description, "status": "pending"})
+            run_file.save()
+    recorder = Recorder(store, job, run_file, s3)
+    holder: dict = {}  # what _train built so far, for the record of a run that stops early
+    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        summary = _train(cfg, recorder, out, previous, say, is_main, holder)
+    except (KeyboardInterrupt, Interrupted) as e:
+        _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
+        raise UserError(f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
+                        "Continue it with the same command plus --resume.") from None
+    except UserError as e:
+        _finish_stopped(recorder, holder, "failed", str(e))
+        raise
+    except Exception as e:
+        _finish_stopped(recorder, holder, "failed", f"{type(e).__name__}: {e}", traceback.format_exc())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+    if recorder.upload_errors:  # training succeeded; the failed uploads still fail the command
+        raise UserError(f"Training finished but {len(recorder.upload_errors)} S3 upload(s) failed "
+                        f"(first: {recorder.upload_errors[0]}); best/ is in {summary['best_dir']}.")
+    return summary
+
+
+def _finish_stopped(recorder: Recorder, holder: dict, status: str, message: str, exc: str | None = None):
+    """A run that did not finish still leaves its best model, its reason and its status."""
+    if recorder.store is None:
+        return
+    trainer = holder.get("trainer")
+    if trainer is not None and trainer.state.best_model_checkpoint and holder.get("tokenizer") is not None:
+        from .artifacts import copy_checkpoint_as_best
+
+        best = Path(trainer.state.best_model_checkpoint)
+        if best.exists():
+            copy_checkpoint_as_best(best, Path(trainer.args.output_dir) / "best", holder["tokenizer"],
+                                    holder["label_list"], {"best_f1": trainer.state.best_metric})
+    recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
+    recorder.status(status, message=message[:500])
+    if recorder.run_file:
+        recorder.run_file.update(status=status, error=message)
+        recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+
+
+def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | None, say, is_main: bool,
+           holder: dict) -> dict:
+    import torch
+    import transformers
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers.trainer_callback import ProgressCallback
+
+    from .artifacts import latest_checkpoint, save_model_dir
+    from .collate import Collator
+    from .features import build_examples, merge_predictions, sequences
+    from .metrics import entity_scores
+    from .model import load_model
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
+    started = time.time()
+    receipts, report = load_source(cfg)
+    data = prepare_data(cfg, receipts, report)
+    label_list = data.label_list
+    if previous and previous.get("label_list") and previous["label_list"] != label_list:
+        raise UserError(f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
+                        f"but this run's data and flags give {label_list}; resume with the original flags.")
+    label2id = {t: i for i, t in enumerate(label_list)}
+    id2label = dict(enumerate(label_list))
+    tokenizer, model = load_model(cfg.pretrained, label_list)
+    holder.update(tokenizer=tokenizer, label_list=label_list)
+
+    train_seqs = sequences(data.train, cfg.example_unit)
+    val_seqs = sequences(data.val, cfg.example_unit)
+    train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+    val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+    train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
+    if not train_ex or not val_ex:
+        raise UserError("After the split there is nothing to train or validate on; add receipts or lower --val-ratio.")
+    data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
+    data.counts["val"].update(examples=len(val_ex), tokens=sum(len(e["input_ids"]) for e in val_ex))
+
+    if is_main:
+        _record_start(cfg, recorder, data, report, previous)
+    say(f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
+        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags")
+
+    val_true = [s["tags"] for s in val_seqs]
+
+    def compute_metrics(pred):
+        tags = merge_predictions(pred.predictions, val_windows, [len(t) for t in val_true], id2label)
+        return entity_scores(val_true, tags, entity_types(label_list))
+
+    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps *
+                                                 int(os.environ.get("WORLD_SIZE", "1"))))
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, label_smoothing_factor=cfg.label_smoothing,
+        eval_strategy="epoch", save_strategy="epoch", logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4), load_best_model_at_end=True, metric_for_best_model="f1",
+        greater_is_better=True, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length", dataloader_num_workers=cfg.num_workers, report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
+        disable_tqdm=not is_main, **precision_flags(cfg.precision),
+    )
+    callbacks = [make_callback(recorder, label_list, cfg.epochs)]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, processing_class=tokenizer,
+        data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
+        compute_metrics=compute_metrics, callbacks=callbacks,
+        preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+    )
+    if is_main:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_quiet_progress_class()(say))
+    holder["trainer"] = trainer
+    recorder.status("running", message="resumed" if previous else "training started", progress=0)
+    resume_from = latest_checkpoint(out) if previous else None
+    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    state = trainer.state
+    evals = [h for h in state.log_history if "eval_f1" in h]
+    if not evals:
+        raise UserError("Training ended before any evaluation; raise --epochs or --max-steps.")
+    best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
+    best_dir = out / "best"
+    results = {
+        "best_f1": best["eval_f1"], "best_precision": best["eval_precision"], "best_recall": best["eval_recall"],
+        "best_epoch": max(0, math.ceil(best["epoch"] - 1e-6)), "best_step": best["step"],
+        "epochs_completed": len(evals), "stopped_early": state.global_step < state.max_steps,
+        "label_list": label_list, "train_runtime": round(time.time() - started, 2),
+        "train_loss": float(train_output.training_loss), "best_dir": str(best_dir),
+        "best_checkpoint": state.best_model_checkpoint,
+    }
+    if is_main:
+        # load_best_model_at_end put the best weights back into trainer.model.
+        save_model_dir(best_dir, trainer.model, tokenizer, label_list,
+                       {"best_f1": results["best_f1"], "job_id": recorder.job.job_id,
+                        "example_unit": cfg.example_unit, "max_seq_length": cfg.max_seq_length,
+                        "window_overlap": cfg.window_overlap, "merge_amounts": cfg.merge_amounts,
+                        "allowed_labels": cfg.allowed_labels})
+        recorder.upload(best_dir, "best_prefix", checkpoint_step=results["best_step"], epoch=results["best_epoch"],
+                        is_best=True, metrics={"val_f1": results["best_f1"]})
+        _record_end(recorder, results)
+    return {"job_id": recorder.job.job_id if recorder.job else None, **results}
+
+
+def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, report, previous) -> None:
+    counts, thin = data.counts, data.thinning
+    recorder.run_file.update(
+        status="running", config=asdict(cfg), label_list=data.label_list,
+        dataset={"source": report.source, "dropped_by_reader": data.dropped, **counts},
+        split={"seed": cfg.seed, "val_ratio": cfg.val_ratio, "rule": "sha256(seed, receipt id) < val_ratio",
+               "val_receipt_ids": counts["val_receipt_ids"]},
+        thinning=thin)
+    if previous:
+        recorder.log("INFO", "resumed from the latest checkpoint")
+        return
+    recorder.log("INFO", {"type": "run_config", "data": {"config": asdict(cfg), "label_list": data.label_list,
+                                                          "dataset": {k: v for k, v in counts.items()
+                                                                      if k != "val_receipt_ids"},
+                                                          "thinning": thin, "dropped_by_reader": data.dropped}})
+    rows = []
+    for split in ("train", "val"):
+        for key in ("receipts", "examples", "words", "entity_words", "lines"):
+            rows.append({"name": f"dataset_{split}_{key}", "value": counts[split][key], "unit": "count"})
+    rows += [{"name": "dataset_lines_dropped", "value": thin["lines_dropped"], "unit": "count"},
+             {"name": "dataset_words_dropped", "value": thin["words_dropped"], "unit": "count"}]
+    for key in ("ratio_before", "ratio_after"):
+        if thin[key] is not None:
+            rows.append({"name": f"dataset_o_entity_{key}", "value": thin[key], "unit": "ratio"})
+    recorder.metrics([{**r, "step": 0, "epoch": 0} for r in rows])
+
+
+def _record_end(recorder: Recorder, results: dict) -> None:
+    summary = {"type": "run_summary", "status": "succeeded", **results}
+    recorder.run_file.update(status="succeeded", summary=results)
+    recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+    recorder.log("INFO", summary)
+    recorder.status("succeeded", message=f"best val_f1 {results['best_f1']:.4f} at epoch {results['best_epoch']}",
+                    progress=100, **{k: v for k, v in results.items() if v is not None})
