@@ -418,6 +418,7 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
                         f"but this run's data and flags give {label_list}; resume with the original flags.")
     label2id = {t: i for i, t in enumerate(label_list)}
     id2label = dict(enumerate(label_list))
+    transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
     tokenizer, model = load_model(cfg.pretrained, label_list)
     holder.update(tokenizer=tokenizer, label_list=label_list)
 

@@ -1,0 +1,71 @@
+"""The embedded job store holds the items of shared/spec/dynamodb-items.md."""
+
+import re
+
+import pytest
+
+from receipt_layoutlm.errors import UserError
+from receipt_layoutlm.store import open_store
+
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+def test_job_lifecycle_items_and_queries(store):
+    job = store.create_job("receipts-validate", {"lr": 6e-5, "merge_amounts": True, "allowed_labels": ["DATE"],
+                                                 "o_entity_ratio": None})
+    item = store.table.get(f"JOB#{job.job_id}", "JOB")
+    assert item["TYPE"] == "JOB" and item["GSI1PK"] == "STATUS#pending" and TS.match(item["created_at"])
+    assert item["GSI1SK"] == f"CREATED#{item['created_at']}" and item["GSI2PK"] == "JOB_NAME#receipts-validate"
+    assert item["job_config"] == {"lr": 6e-5, "merge_amounts": True, "allowed_labels": ["DATE"], "o_entity_ratio": None}
+    assert "results" not in item and "storage" not in item and "job_id" not in item
+    store.update_job(job, status="running")
+    job.results.update(best_f1=0.5, label_list=["O", "B-DATE", "I-DATE"])
+    store.update_job(job, status="succeeded")
+    assert [j.job_id for j in store.list_jobs("succeeded")] == [job.job_id]
+    assert store.list_jobs("running") == [] and store.list_jobs("pending") == []
+    history = [s["status"] for s in store.status_history(job.job_id)]
+    assert history == ["pending", "running", "succeeded"]
+    assert store.get_job(job.job_id).results["best_f1"] == 0.5
+    # same name twice -> distinct ids, newest first by name
+    second = store.create_job("receipts-validate", {})
+    assert second.job_id != job.job_id
+    assert [j.job_id for j in store.jobs_by_name("receipts-validate")] == [second.job_id, job.job_id]
+    assert store.resolve("receipts-validate").job_id == second.job_id
+    assert store.resolve(job.job_id).job_id == job.job_id
+    with pytest.raises(UserError, match="No job"):
+        store.resolve("nope")
+
+
+def test_metrics_by_name_need_the_trailing_hash(store):
+    job = store.create_job("m", {})
+    store.add_metrics(job.job_id, [{"name": "val_f1", "value": 0.1, "step": 10, "epoch": 1, "unit": "ratio"},
+                                   {"name": "val_f1_macro", "value": 0.2, "step": 10, "epoch": 1},
+                                   {"name": "val_f1", "value": 0.3, "step": 20, "epoch": 2, "unit": "ratio"},
+                                   {"name": "confusion", "value": {"DATE": {"DATE": 3}}, "unit": "matrix"}])
+    rows = store.metrics(job.job_id, "val_f1")
+    assert [r["value"] for r in rows] == [0.1, 0.3] and [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["SK"].startswith("METRIC#val_f1#") and TS.match(r["timestamp"]) for r in rows)
+    assert rows[0]["GSI2PK"] == "METRIC#val_f1" and rows[0]["GSI2SK"] == f"JOB#{job.job_id}#{rows[0]['timestamp']}"
+    assert len({r["SK"] for r in store.metrics(job.job_id)}) == 4
+    assert store.metrics(job.job_id, "confusion")[0]["value"] == {"DATE": {"DATE": 3}}
+
+
+def test_values_dynamodb_cannot_hold_are_refused(store):
+    job = store.create_job("nan", {})
+    with pytest.raises(ValueError, match="finite"):
+        store.add_metrics(job.job_id, [{"name": "val_f1", "value": float("nan")}])
+
+
+def test_logs_and_unknown_store_uri(store):
+    job = store.create_job("l", {})
+    store.add_log(job.job_id, "INFO", {"type": "run_config", "data": {"a": 1}})
+    (log,) = store.logs(job.job_id)
+    assert log["TYPE"] == "JOB_LOG" and log["log_level"] == "INFO" and log["message"].startswith('{"type": "run_config"')
+    assert log["GSI1PK"] == "LOG"
+    with pytest.raises(UserError, match="Unknown job store"):
+        open_store("postgres://x")

@@ -1,0 +1,151 @@
+"""End to end through the CLI: a tiny model on demo data and on real WildReceipt receipts."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from receipt_layoutlm.cli import cli
+from receipt_layoutlm.store import open_store
+
+WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"
+RECIPE = ["--merge-amounts", "--o-entity-ratio", "0.3", "--allowed-label", "MERCHANT_NAME",
+          "--allowed-label", "DATE", "--allowed-label", "TIME", "--allowed-label", "PRODUCT_NAME",
+          "--allowed-label", "AMOUNT", "--warmup-ratio", "0.2", "--label-smoothing", "0.1"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
+    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def train(tmp_path, name, *extra, dataset="demo:40"):
+    return run("train", "--job-name", name, "--dataset", dataset, "--pretrained", "tiny", "--epochs", "2",
+               "--batch-size", "4", "--lr", "5e-4", "--output-dir", tmp_path / name, *extra)
+
+
+def test_train_on_demo_records_everything(env):
+    result = train(env, "demo-run", *RECIPE, "--early-stopping-patience", "5")
+    assert result.exit_code == 0, result.output
+    store = open_store()
+    (job,) = store.list_jobs("succeeded")
+    assert job.name == "demo-run" and job.job_id in result.output and "best model:" in result.output
+    assert [s["status"] for s in store.status_history(job.job_id)] == ["pending", "running", "succeeded"]
+    assert job.job_config["merge_amounts"] is True and job.job_config["o_entity_ratio"] == 0.3
+    assert job.results["label_list"][0] == "O" and "B-AMOUNT" in job.results["label_list"]
+    assert 0 <= job.results["best_f1"] <= 1 and job.results["best_epoch"] in (1, 2)
+
+    f1 = store.metrics(job.job_id, "val_f1")
+    assert [m["epoch"] for m in f1] == [1, 2] and all(m["step"] > 0 for m in f1)
+    names = {m["metric_name"] for m in store.metrics(job.job_id)}
+    for expected in ("val_precision", "val_recall", "eval_loss", "train_loss", "learning_rate",
+                     "label_AMOUNT_f1", "label_DATE_precision", "label_TIME_recall", "label_MERCHANT_NAME_support",
+                     "dataset_train_receipts", "dataset_o_entity_ratio_before", "dataset_o_entity_ratio_after",
+                     "dataset_lines_dropped"):
+        assert expected in names, expected
+    support = store.metrics(job.job_id, "label_AMOUNT_support")[0]["value"]
+    assert isinstance(support, int) and support > 0
+    logs = [json.loads(l["message"]).get("type") for l in store.logs(job.job_id) if l["message"].startswith("{")]
+    assert logs == ["run_config", "run_summary"]
+
+    out = env / "demo-run"
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["job_id"] == job.job_id and run_json["status"] == "succeeded"
+    assert len(run_json["epoch_metrics"]) == 2 and run_json["summary"]["best_f1"] == job.results["best_f1"]
+    assert run_json["split"]["val_receipt_ids"] and run_json["thinning"]["lines_dropped"] > 0
+    assert run_json["dataset"]["train"]["entities_per_label"]["AMOUNT"] > 0
+    assert run_json["config"]["seed"] == 42
+    assert any(p.name.startswith("checkpoint-") for p in out.iterdir())
+    assert (out / "checkpoint-20" / "model.safetensors").exists() or any(out.glob("checkpoint-*/model.safetensors"))
+
+    # best/ reloads with from_pretrained and predicts every word of new receipts
+    from transformers import AutoTokenizer, LayoutLMForTokenClassification
+
+    model = LayoutLMForTokenClassification.from_pretrained(out / "best")
+    assert model.config.id2label[0] == "O" and len(AutoTokenizer.from_pretrained(out / "best")) == 30522
+    pred_file = env / "pred.jsonl"
+    result = run("predict", "--model", out / "best", "--dataset", "demo:3", "--output", pred_file)
+    assert result.exit_code == 0, result.output and "entity F1" in result.output
+    lines = pred_file.read_text().splitlines()
+    assert len(lines) == 3 and all(len(json.loads(l)["words"]) > 10 for l in lines)
+
+    shown = run("jobs", "show", "demo-run")
+    assert shown.exit_code == 0 and "val F1" in shown.output and job.job_id in shown.output
+    listed = run("jobs", "list", "--status", "succeeded", "--json")
+    assert [j["job_id"] for j in json.loads(listed.output)] == [job.job_id]
+    metrics = json.loads(run("jobs", "metrics", job.job_id, "--name", "val_f1", "--json").output)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+
+
+def test_same_seed_same_data_same_metrics(env):
+    scores = []
+    for name in ("again-1", "again-2"):
+        assert train(env, name, *RECIPE, dataset="demo:24").exit_code == 0
+        run_json = json.loads((env / name / "run.json").read_text())
+        scores.append(([e["val_f1"] for e in run_json["epoch_metrics"]], run_json["split"]["val_receipt_ids"],
+                       run_json["thinning"]["lines_dropped"]))
+    assert scores[0] == scores[1]
+
+
+def test_line_mode_trains_one_line_per_example(env):
+    result = train(env, "lines", "--example-unit", "line", "--max-steps", "6", dataset="demo:16")
+    assert result.exit_code == 0, result.output
+    run_json = json.loads((env / "lines" / "run.json").read_text())
+    assert run_json["dataset"]["train"]["examples"] > 5 * run_json["dataset"]["train"]["receipts"]
+
+
+@pytest.mark.skipif(not WILDRECEIPT.exists(), reason="../shared/datasets/wildreceipt is not beside the repo")
+def test_train_on_real_wildreceipt_receipts(env):
+    result = run("train", "--job-name", "wild", "--dataset", f"wildreceipt:{WILDRECEIPT}", "--pretrained", "tiny",
+                 "--epochs", "1", "--batch-size", "16", "--lr", "5e-4", "--output-dir", env / "wild", "--merge-amounts")
+    assert result.exit_code == 0, result.output
+    run_json = json.loads((env / "wild" / "run.json").read_text())
+    assert run_json["dataset"]["receipts"] == 372
+    assert run_json["dataset"]["dropped_by_reader"]["empty text (unreadable segment)"] > 0
+    assert {"MERCHANT_NAME", "AMOUNT", "QUANTITY"} <= set(run_json["dataset"]["labels_after"])
+    assert (env / "wild" / "best" / "model.safetensors").exists()
+
+
+def one_sentence_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "error:" in result.output
+    for f in fragments:
+        assert f in result.output, result.output
+
+
+def test_user_errors_are_one_sentence_and_leave_records(env):
+    bad = env / "bad.jsonl"
+    bad.write_text('{"id": "a", "width": 10, "height": 10, "words": []}\n{"id": "b", "width": 10\n')
+    one_sentence_error(train(env, "bad-json", dataset=bad), f"{bad}:2", "bad JSON")
+    empty = env / "empty.jsonl"
+    empty.write_text("\n")
+    one_sentence_error(train(env, "empty", dataset=empty), "holds no receipt")
+    one_sentence_error(train(env, "unknown", "--allowed-label", "TOTAL"), "TOTAL", "MERCHANT_NAME")
+    one_sentence_error(train(env, "none-left", "--allowed-label", "REFUND"), "No entity label is left")
+    one_sentence_error(train(env, "missing-model", "--pretrained", "./no/such/model"), "no such directory", "minilm")
+    # failures after the job was created are recorded as failed, with the reason logged
+    store = open_store()
+    failed = {j.name: j for j in store.list_jobs("failed")}
+    assert {"bad-json", "empty", "none-left", "missing-model"} <= set(failed)
+    assert "unknown" not in failed  # flag errors are caught before any job is created
+    errors = [l for l in store.logs(failed["empty"].job_id) if l["log_level"] == "ERROR"]
+    assert errors and "holds no receipt" in errors[0]["message"]
+
+
+def test_output_dir_of_another_job_is_refused_and_kept(env):
+    assert train(env, "first", "--max-steps", "2", dataset="demo:8").exit_code == 0
+    run_json = (env / "first" / "run.json").read_text()
+    result = run("train", "--job-name", "second", "--dataset", "demo:8", "--pretrained", "tiny",
+                 "--output-dir", env / "first")
+    one_sentence_error(result, "already holds job 'first'", "--overwrite-output-dir")
+    assert (env / "first" / "run.json").read_text() == run_json
