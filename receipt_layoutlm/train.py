@@ -262,6 +262,19 @@ def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float
     return RecordingCallback()
 
 
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+
+    class ReceiptTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset):
+            # Predictions are mapped back to words by example position, so evaluation must
+            # keep the dataset's order (transformers 5 length-groups eval batches too).
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
+    return ReceiptTrainer
+
+
 def _quiet_progress_class():
     from transformers.trainer_callback import ProgressCallback
 
@@ -290,8 +303,29 @@ class Interrupted(BaseException):
     """SIGTERM (e.g. a spot instance reclaimed): stop, mark the job interrupted."""
 
 
-def _on_sigterm(signum, frame):
-    raise Interrupted("received SIGTERM")
+class StopRequest:
+    """The first SIGTERM asks the Trainer to save a checkpoint at the next step and stop;
+    a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise Interrupted("received a second SIGTERM")
+        self.requested = True
+
+
+def make_stop_callback(stop: StopRequest):
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopOnSignal()
 
 
 def config_record(cfg: TrainConfig, resume: bool) -> dict:
@@ -354,9 +388,10 @@ def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = 
             run_file.save()
     recorder = Recorder(store, job, run_file, s3)
     holder: dict = {}  # what _train built so far, for the record of a run that stops early
-    old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = StopRequest()
+    old_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        summary = _train(cfg, recorder, out, previous, say, is_main, holder)
+        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop)
     except (KeyboardInterrupt, Interrupted) as e:
         _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
         raise UserError(f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
@@ -395,10 +430,10 @@ def _finish_stopped(recorder: Recorder, holder: dict, status: str, message: str,
 
 
 def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | None, say, is_main: bool,
-           holder: dict) -> dict:
+           holder: dict, stop: StopRequest) -> dict:
     import torch
     import transformers
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
     from .artifacts import latest_checkpoint, save_model_dir
@@ -427,6 +462,8 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
     val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
     train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
+    by_length = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i]["input_ids"]))  # less padding in eval
+    val_ex, val_windows = [val_ex[i] for i in by_length], [val_windows[i] for i in by_length]
     if not train_ex or not val_ex:
         raise UserError("After the split there is nothing to train or validate on; add receipts or lower --val-ratio.")
     data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
@@ -458,10 +495,10 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
         dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
         disable_tqdm=not is_main, **precision_flags(cfg.precision),
     )
-    callbacks = [make_callback(recorder, label_list, cfg.epochs)]
+    callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop)]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, processing_class=tokenizer,
         data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
         compute_metrics=compute_metrics, callbacks=callbacks,
@@ -473,7 +510,11 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     holder["trainer"] = trainer
     recorder.status("running", message="resumed" if previous else "training started", progress=0)
     resume_from = latest_checkpoint(out) if previous else None
+    if stop.requested:
+        raise Interrupted("received SIGTERM before training started")
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if stop.requested:
+        raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
 
     state = trainer.state
     evals = [h for h in state.log_history if "eval_f1" in h]

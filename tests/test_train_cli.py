@@ -78,6 +78,17 @@ def test_train_on_demo_records_everything(env):
     lines = pred_file.read_text().splitlines()
     assert len(lines) == 3 and all(len(json.loads(l)["words"]) > 10 for l in lines)
 
+    # The F1 recorded during training is the F1 of best/ on the validation receipts, whole:
+    # evaluation order, window merging and scoring agree with a fresh prediction.
+    from receipt_layoutlm.data import load_receipts, write_jsonl
+
+    val_ids = set(run_json["split"]["val_receipt_ids"])
+    val_file = env / "val.jsonl"
+    write_jsonl([r for r in load_receipts("demo:40")[0] if r.id in val_ids], val_file)
+    from receipt_layoutlm.predict import predict_receipts
+
+    assert predict_receipts(out / "best", str(val_file))["f1"] == pytest.approx(job.results["best_f1"], abs=1e-9)
+
     shown = run("jobs", "show", "demo-run")
     assert shown.exit_code == 0 and "val F1" in shown.output and job.job_id in shown.output
     listed = run("jobs", "list", "--status", "succeeded", "--json")

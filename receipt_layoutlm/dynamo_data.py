@@ -1,0 +1,313 @@
+"""Receipts from and into the users' DynamoDB table (shared/spec/dynamodb-items.md).
+
+Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages) names the
+labelled words and so the receipts to use; then, concurrently, each receipt's Receipt
+item (its width and height) and its words (GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD`).
+
+- Receipt id: `<image uuid>#<receipt number, 5 digits>`, e.g.
+  `3f2a0c1e-...-9b1d#00001` (the style of the dataset format's example).
+- Boxes: a word's corners are 0-1 relative to the receipt crop with the origin at the
+  bottom-left and y up; the box is the min/max of the four corners, converted to page
+  units of the crop with the origin top-left: x = cx * width, y = (1 - cy) * height
+  (clamped to the page, as OCR corners can stick out by a hair; rounded to 1e-4).
+- Reading order: lines by their line id, which the OCR assigns top-to-bottom; words
+  within a line by their left x (then word id). `line` is the line id.
+- Labels: names are upper-cased and old aliases mapped (ADDRESS -> ADDRESS_LINE, ...).
+  A word without a label of the wanted status(es) is `O`. A word with several distinct
+  labels keeps the one that comes first in the spec's canonical label order
+  (MERCHANT_NAME, STORE_HOURS, ... REFUND; names outside that list come after it,
+  alphabetically) -- the most specific field first, where the users' older tool took the
+  alphabetically first -- and each such word is counted in the LoadReport as
+  "word with several VALID labels: kept X over Y". Labels whose word does not exist, and
+  receipts without a Receipt item or without words, are counted too.
+
+Importing writes Receipt, ReceiptLine, ReceiptWord and ReceiptWordLabel (VALID) items with
+every key and attribute the spec lists, so that `import` then `export` gives the same
+words, lines, labels and (within float rounding) boxes. The image id is a UUID4 derived
+from the source receipt id, so importing the same file again overwrites the same items;
+the source id is kept in the Receipt's `raw_s3_key` (imported receipts have no raw image).
+A re-import does not delete label items of labels since removed from the source file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .data import LoadReport, Receipt, Word
+from .errors import UserError
+from .labels import CANONICAL_LABELS, normalise_label
+from .store import now_iso
+from .store.dynamodb import DynamoTable
+
+RECEIPT_NUMBER = 1  # imported receipts: one receipt per (derived) image
+LABEL_PRIORITY = {name: i for i, name in enumerate(CANONICAL_LABELS)}
+
+
+def canonical_label(name: str) -> str:
+    """Alias-mapped, upper-case label name; names outside the vocabulary are kept (upper-cased)."""
+    try:
+        return normalise_label(name)
+    except UserError:
+        return name.strip().upper()
+
+
+def pick_label(labels: set[str]) -> str:
+    """The deterministic choice among several labels of one word: canonical order, then alphabetical."""
+    return min(labels, key=lambda name: (LABEL_PRIORITY.get(name, len(LABEL_PRIORITY)), name))
+
+
+def image_id_for(receipt_id: str) -> str:
+    """A UUID4-shaped image id derived from a receipt id, so re-imports hit the same items."""
+    return str(uuid.UUID(bytes=hashlib.md5(receipt_id.encode("utf-8")).digest(), version=4))
+
+
+def receipt_key(image_id: str, receipt_number: int) -> str:
+    """The receipt id used in datasets loaded from DynamoDB: `<iid>#<r>`."""
+    return f"{image_id}#{receipt_number:05d}"
+
+
+# --- loading --------------------------------------------------------------------------
+
+@dataclass
+class _Labels:
+    """VALID (or other wanted) labels of one receipt, by (line id, word id)."""
+
+    image_id: str
+    receipt_number: int
+    by_word: dict[tuple[int, int], set[str]] = field(default_factory=dict)
+
+
+def _parse_sk(sk: str) -> dict[str, str]:
+    """'RECEIPT#00001#LINE#00002#WORD#00003#LABEL#DATE' -> {'RECEIPT': '00001', 'LINE': ..., 'LABEL': 'DATE'}"""
+    parts = sk.split("#")
+    return dict(zip(parts[0::2], parts[1::2], strict=False))
+
+
+def load_dynamo_receipts(table_name: str, region: str | None = None, endpoint_url: str | None = None,
+                         statuses=("VALID",), max_workers: int = 8) -> tuple[list[Receipt], LoadReport]:
+    """Training receipts from the receipts table; see the module docstring for the rules."""
+    table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
+    statuses = tuple(s.strip().upper() for s in statuses)
+    report = LoadReport(source=f"{table.description} ({'/'.join(statuses)} labels)")
+    wanted = _collect_labels(table, statuses)
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        results = list(pool.map(lambda labels: _load_receipt(table, labels, statuses), wanted.values()))
+    receipts = []
+    for receipt, drops in results:
+        for reason, n in drops.items():
+            report.drop(reason, n)
+        if receipt is not None:
+            receipts.append(receipt)
+    if not receipts:
+        raise UserError(f"No receipts with {'/'.join(statuses)} word labels found in DynamoDB table {table_name} "
+                        f"(GSI3 VALIDATION_STATUS#{', VALIDATION_STATUS#'.join(statuses)}); label some words first "
+                        "or choose other --label-status values.")
+    receipts.sort(key=lambda r: r.id)
+    return receipts, report
+
+
+def _collect_labels(table: DynamoTable, statuses: tuple[str, ...]) -> dict[tuple[str, int], _Labels]:
+    wanted: dict[tuple[str, int], _Labels] = {}
+    for status in statuses:
+        for item in table.query(f"VALIDATION_STATUS#{status}", index="GSI3"):
+            if item.get("TYPE") != "RECEIPT_WORD_LABEL":
+                continue
+            image_id = item["PK"].removeprefix("IMAGE#")
+            parts = _parse_sk(item["SK"])
+            key = (image_id, int(parts["RECEIPT"]))
+            labels = wanted.setdefault(key, _Labels(image_id, key[1]))
+            word = (int(parts["LINE"]), int(parts["WORD"]))
+            labels.by_word.setdefault(word, set()).add(canonical_label(item["SK"].split("#LABEL#", 1)[1]))
+    return wanted
+
+
+def _load_receipt(table: DynamoTable, labels: _Labels, statuses: tuple[str, ...]) -> tuple[Receipt | None, dict]:
+    """One receipt's page size and words (runs in a worker thread; returns its drop counts)."""
+    drops: dict[str, int] = {}
+
+    def drop(reason: str, n: int = 1) -> None:
+        drops[reason] = drops.get(reason, 0) + n
+
+    iid, r = labels.image_id, labels.receipt_number
+    receipt_item = table.get(f"IMAGE#{iid}", f"RECEIPT#{r:05d}")
+    width, height = (receipt_item or {}).get("width"), (receipt_item or {}).get("height")
+    if not receipt_item or not width or not height or width <= 0 or height <= 0:
+        drop("labelled receipt without a Receipt item with width and height")
+        return None, drops
+    found: list[tuple[int, int, Word]] = []
+    for item in table.query(f"IMAGE#{iid}#RECEIPT#{r:05d}", "WORD", index="GSI3"):
+        if item.get("TYPE") != "RECEIPT_WORD":
+            continue
+        parts = _parse_sk(item["SK"])
+        line_id, word_id = int(parts["LINE"]), int(parts["WORD"])
+        names = labels.by_word.pop((line_id, word_id), set())
+        text = (item.get("text") or "").strip()
+        box = _page_box(item, width, height)
+        if not text or box is None:
+            drop("word with empty text" if not text else "word without corner points")
+            continue
+        label = _word_label(names, statuses, drop)
+        found.append((line_id, word_id, Word(text=text, box=box, line=line_id, label=label)))
+    if labels.by_word:
+        drop("label whose word is missing", sum(len(v) for v in labels.by_word.values()))
+    if not found:
+        drop("labelled receipt with no words")
+        return None, drops
+    found.sort(key=lambda f: (f[0], f[2].box[0], f[1]))
+    receipt = Receipt(id=receipt_key(iid, r), width=width, height=height, words=[w for _, _, w in found],
+                      extra={"source": table.description})
+    return receipt, drops
+
+
+def _word_label(names: set[str], statuses: tuple[str, ...], drop) -> str:
+    if not names:
+        return "O"
+    label = pick_label(names)
+    if len(names) > 1:
+        others = ", ".join(sorted(names - {label}))
+        drop(f"word with several {'/'.join(statuses)} labels: kept {label} over {others}")
+    return label
+
+
+def _page_box(item: dict, width: float, height: float) -> tuple[float, float, float, float] | None:
+    """Corners (0-1, origin bottom-left, y up) -> [x0, y0, x1, y1] in page units, origin top-left."""
+    corners = [item.get(k) for k in ("top_left", "top_right", "bottom_left", "bottom_right")]
+    if all(isinstance(c, dict) and "x" in c and "y" in c for c in corners):
+        xs, ys = [float(c["x"]) for c in corners], [float(c["y"]) for c in corners]
+    elif isinstance(item.get("bounding_box"), dict):  # older items: {x, y (bottom), width, height}
+        b = item["bounding_box"]
+        xs, ys = [b["x"], b["x"] + b["width"]], [b["y"], b["y"] + b["height"]]
+    else:
+        return None
+    clamp = lambda v: min(1.0, max(0.0, v))  # noqa: E731
+    x0, x1 = clamp(min(xs)) * width, clamp(max(xs)) * width
+    y0, y1 = (1 - clamp(max(ys))) * height, (1 - clamp(min(ys))) * height
+    # 1e-4 page units is far below a pixel and keeps float noise (66.99999999999997) out of files.
+    return (_tidy(x0, width), _tidy(y0, height), _tidy(x1, width), _tidy(y1, height))
+
+
+def _tidy(value: float, limit: float) -> float:
+    return min(float(limit), round(value, 4))
+
+
+# --- importing ------------------------------------------------------------------------
+
+def import_receipts(receipts: list[Receipt], table_name: str, region: str | None = None,
+                    endpoint_url: str | None = None) -> dict[str, int]:
+    """Write receipts as Receipt/ReceiptLine/ReceiptWord/ReceiptWordLabel items; returns counts per kind."""
+    table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
+    counts = {"receipts": 0, "lines": 0, "words": 0, "labels": 0}
+    items: list[dict] = []
+    for receipt in receipts:
+        receipt_items = receipt_to_items(receipt)
+        for item in receipt_items:
+            kind = {"RECEIPT": "receipts", "RECEIPT_LINE": "lines", "RECEIPT_WORD": "words",
+                    "RECEIPT_WORD_LABEL": "labels"}[item["TYPE"]]
+            counts[kind] += 1
+        items.extend(receipt_items)
+        if len(items) >= 500:  # write as we go: bounded memory for big files
+            table.put_many(items)
+            items = []
+    table.put_many(items)
+    return counts
+
+
+def receipt_to_items(receipt: Receipt) -> list[dict]:
+    iid = image_id_for(receipt.id)
+    r = f"{RECEIPT_NUMBER:05d}"
+    base = f"IMAGE#{iid}#RECEIPT#{r}"
+    at = now_iso()
+    width, height = _number(receipt.width), _number(receipt.height)
+    items = [{
+        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}", "TYPE": "RECEIPT",
+        "GSI1PK": f"IMAGE#{iid}", "GSI1SK": f"RECEIPT#{r}", "GSI2PK": "RECEIPT", "GSI2SK": base,
+        "GSI4PK": base, "GSI4SK": "0_RECEIPT",
+        "width": width, "height": height, "timestamp_added": at, "raw_s3_bucket": "", "raw_s3_key": receipt.id,
+    }]
+    # The crop covers its whole (derived) image; the spec gives a Receipt corners but no bounding_box.
+    page = _corners((0.0, 0.0, float(receipt.width), float(receipt.height)), receipt.width, receipt.height)
+    items[0].update({k: v for k, v in page.items() if k != "bounding_box"})
+    lines: dict[int, list[Word]] = {}
+    for word in receipt.words:
+        lines.setdefault(_line_id(word, receipt), []).append(word)
+    for line_id, words in lines.items():
+        ln = f"{line_id:05d}"
+        items.append(_line_item(iid, r, ln, words, receipt))
+        for word_number, word in enumerate(words, start=1):
+            w = f"{word_number:05d}"
+            items.append(_word_item(iid, r, ln, w, word, receipt))
+            label = canonical_label(word.label)
+            if label != "O":
+                items.append(_label_item(iid, r, ln, w, label, receipt, at))
+    return items
+
+
+def _line_id(word: Word, receipt: Receipt) -> int:
+    if not 0 <= word.line <= 99999:
+        raise UserError(f"Receipt {receipt.id!r}: line id {word.line} does not fit the table's 5-digit ids "
+                        "(0-99999); renumber the lines in the dataset.")
+    return word.line
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _corners(box, width, height) -> dict:
+    """A page box (origin top-left) -> the spec's 0-1 bottom-left corners and bounding_box."""
+    x0, y0, x1, y1 = box
+    left, right = x0 / width, x1 / width
+    top, bottom = 1 - y0 / height, 1 - y1 / height
+    return {
+        "top_left": {"x": left, "y": top}, "top_right": {"x": right, "y": top},
+        "bottom_left": {"x": left, "y": bottom}, "bottom_right": {"x": right, "y": bottom},
+        "bounding_box": {"x": left, "y": bottom, "width": right - left, "height": top - bottom},
+    }
+
+
+def _geometry(box, receipt: Receipt) -> dict:
+    return {**_corners(box, receipt.width, receipt.height), "angle_degrees": 0, "angle_radians": 0,
+            "confidence": 1.0, "embedding_status": "NONE", "is_noise": False}
+
+
+def _line_item(iid: str, r: str, ln: str, words: list[Word], receipt: Receipt) -> dict:
+    base = f"IMAGE#{iid}#RECEIPT#{r}"
+    union = (min(w.box[0] for w in words), min(w.box[1] for w in words),
+             max(w.box[2] for w in words), max(w.box[3] for w in words))
+    return {
+        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}", "TYPE": "RECEIPT_LINE",
+        "GSI1PK": "EMBEDDING_STATUS#NONE", "GSI1SK": f"LINE#{base}#LINE#{ln}",
+        "GSI3PK": base, "GSI3SK": "LINE", "GSI4PK": base, "GSI4SK": f"2_LINE#{ln}",
+        "text": " ".join(w.text for w in words), **_geometry(union, receipt),
+    }
+
+
+def _word_item(iid: str, r: str, ln: str, w: str, word: Word, receipt: Receipt) -> dict:
+    base = f"IMAGE#{iid}#RECEIPT#{r}"
+    return {
+        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}", "TYPE": "RECEIPT_WORD",
+        "GSI1PK": "EMBEDDING_STATUS#NONE", "GSI1SK": f"WORD#{base}#LINE#{ln}#WORD#{w}",
+        "GSI2PK": "RECEIPT", "GSI2SK": f"{base}#LINE#{ln}#WORD#{w}",
+        "GSI3PK": base, "GSI3SK": "WORD", "GSI4PK": base, "GSI4SK": f"3_WORD#{ln}#{w}",
+        "text": word.text, **_geometry(word.box, receipt), "extracted_data": None,
+    }
+
+
+def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt, at: str) -> dict:
+    if "#" in label or not label:
+        raise UserError(f"Receipt {receipt.id!r}: label {label!r} cannot be stored in a DynamoDB key; "
+                        "rename it in the dataset.")
+    base = f"IMAGE#{iid}#RECEIPT#{r}"
+    word_key = f"{base}#LINE#{ln}#WORD#{w}"
+    return {
+        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}#LABEL#{label}", "TYPE": "RECEIPT_WORD_LABEL",
+        "GSI1PK": f"LABEL#{label}".ljust(40, "_"), "GSI1SK": word_key,
+        "GSI2PK": "RECEIPT", "GSI2SK": word_key,
+        "GSI3PK": "VALIDATION_STATUS#VALID", "GSI3SK": f"{word_key}#LABEL#{label}",
+        "GSI4PK": base, "GSI4SK": f"4_LABEL#{ln}#{w}#{label}",
+        "validation_status": "VALID", "timestamp_added": at, "reasoning": None,
+        "label_proposed_by": "receipt_layoutlm import", "label_consolidated_from": None,
+    }

@@ -1,0 +1,69 @@
+"""Shared fixtures: the ../shared folder and local AWS servers (DynamoDB Local, moto S3)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+import aws_servers
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = Path(__file__).resolve().parents[2] / "shared"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found (the shared datasets and specs live beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local():
+    """Endpoint URL of a DynamoDB Local started for this test session (in memory)."""
+    try:
+        proc, url = aws_servers.start_dynamodb_local()
+    except RuntimeError as e:
+        pytest.fail(f"cannot start DynamoDB Local: {e}", pytrace=False)
+    yield url
+    aws_servers.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Endpoint URL of a moto S3 server in a thread of this process."""
+    from moto.server import ThreadedMotoServer
+
+    port = aws_servers.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path, dynamodb_local, s3_server):
+    """Fake credentials and the local endpoints, so no test can reach real AWS."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", dynamodb_local)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+    return {"dynamodb": dynamodb_local, "s3": s3_server}
+
+
+@pytest.fixture
+def fresh_table(aws_env) -> str:
+    """A new, empty receipts table (created as `layoutlm-cli dynamo create-table` does); yields its name."""
+    from receipt_layoutlm.store.dynamodb import create_table
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    create_table(name)
+    return name
