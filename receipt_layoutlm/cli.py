@@ -149,6 +149,7 @@ def jobs_list(status, as_json, job_store, dynamo_table, region, endpoint_url):
         click.echo(json.dumps([j.__dict__ for j in found], indent=2, default=str))
         return
     table = Table("job id", "name", "status", "created", "best F1", "epochs")
+    table.columns[0].no_wrap = table.columns[3].no_wrap = True
     for j in found:
         f1 = j.results.get("best_f1")
         table.add_row(j.job_id, j.name, j.status, j.created_at[:19].replace("T", " "),

@@ -276,7 +276,7 @@ def _trainer_class():
 
 
 def _quiet_progress_class():
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     class QuietProgress(ProgressCallback):
         """The Trainer's progress bars, without a dict printed per log; one line per evaluation."""
@@ -434,7 +434,7 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     import torch
     import transformers
     from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from .artifacts import latest_checkpoint, save_model_dir
     from .collate import Collator
@@ -504,8 +504,9 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
         compute_metrics=compute_metrics, callbacks=callbacks,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
     if is_main:
-        trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_quiet_progress_class()(say))
     holder["trainer"] = trainer
     recorder.status("running", message="resumed" if previous else "training started", progress=0)
