@@ -17,7 +17,8 @@ from rich.table import Table
 
 from .errors import UserError
 
-console = Console()
+# Pipes and CI logs get a wide, unwrapped table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
