@@ -73,6 +73,20 @@ def tiny_model(vocab_size: int, label_list: list[str]) -> LayoutLMForTokenClassi
     return LayoutLMForTokenClassification(config)
 
 
+def _check_hub_reachable(name: str) -> None:
+    """Fail in seconds, not after a minute of download retries, when the hub is out of reach."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+    except OSError as e:
+        raise UserError(f"Cannot reach the Hugging Face hub at {endpoint.hostname} to download {name!r} ({e}); "
+                        f"without internet use {OFFLINE_CHOICES}.") from None
+
+
 def load_model(pretrained: str, label_list: list[str]):
     """(tokenizer, model) for `--pretrained`, with the run's label list as the classifier."""
     if pretrained in ("minilm", "tiny"):
@@ -95,6 +109,14 @@ def load_model(pretrained: str, label_list: list[str]):
         return tok, model
     if pretrained.startswith((".", "/", "~")):
         raise UserError(f"--pretrained {pretrained}: no such directory; use {OFFLINE_CHOICES}.")
+    try:  # a cached copy works offline
+        tok = AutoTokenizer.from_pretrained(pretrained, local_files_only=True)
+        model = LayoutLMForTokenClassification.from_pretrained(pretrained, local_files_only=True,
+                                                               **_label_kwargs(label_list))
+        return tok, model
+    except (OSError, ValueError):
+        pass
+    _check_hub_reachable(pretrained)
     try:
         tok = load_tokenizer(pretrained)
         model = LayoutLMForTokenClassification.from_pretrained(pretrained, **_label_kwargs(label_list))

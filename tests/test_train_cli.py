@@ -156,6 +156,13 @@ def test_user_errors_are_one_sentence_and_leave_records(env):
     assert errors and "holds no receipt" in errors[0]["message"]
 
 
+def test_unreachable_hub_names_the_offline_choices(env, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = run("train", "--job-name", "hub", "--dataset", "demo:6", "--output-dir", env / "hub",
+                 "--pretrained", "example-org/no-such-model")
+    one_sentence_error(result, "Cannot reach the Hugging Face hub", "--pretrained minilm")
+
+
 def test_output_dir_of_another_job_is_refused_and_kept(env):
     assert train(env, "first", "--max-steps", "2", dataset="demo:8").exit_code == 0
     run_json = (env / "first" / "run.json").read_text()
