@@ -75,7 +75,7 @@ class S3Sync:
                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.")
         if isinstance(error, BotoConnectionError):
             return UserError(f"Cannot reach the S3 endpoint {self.client.meta.endpoint_url} for {where}; check "
-                             "--s3-endpoint-url/AWS_ENDPOINT_URL_S3 and the network.")
+                             "AWS_ENDPOINT_URL_S3 and the network.")
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket"):
