@@ -316,13 +316,14 @@ def predict(model_dir, spec, output, batch_size):
                       "against the labels in the data")
 
 
+# The AWS commands (dynamo create-table, dataset import/export) live in their own module;
+# registered here so that `cli` is complete for every caller, not only for main().
+from .cli_aws import register as _register_aws  # noqa: E402
+
+_register_aws(cli)
+
+
 def main():
-    try:
-        from .cli_aws import register
-    except ImportError:
-        register = None
-    if register:
-        register(cli)
     cli(prog_name="layoutlm-cli")
 
 

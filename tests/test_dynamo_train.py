@@ -17,10 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from receipt_layoutlm.cli import cli
-from receipt_layoutlm.cli_aws import register
 from receipt_layoutlm.data import read_wildreceipt, write_jsonl
-
-register(cli)  # `dynamo create-table` and `dataset import` are added by main(); CliRunner skips main()
 
 JOB = "receipts-validate"
 N_RECEIPTS = 60
