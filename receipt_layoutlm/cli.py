@@ -6,6 +6,7 @@ sentence with a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
+from .store import STATUSES
 
 # Pipes and CI logs get a wide, unwrapped table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -125,11 +127,17 @@ def jobs():
     """Look at recorded jobs."""
 
 
-def _open(job_store, dynamo_table, region, endpoint_url):
-    from .store import open_store
+def with_store(f):
+    """--job-store/--dynamo-table/--region/--endpoint-url, handed to the command as one `store`."""
 
-    _export_aws(region, endpoint_url)
-    return open_store(_store_uri(job_store, dynamo_table))
+    @functools.wraps(f)
+    def wrapper(*args, job_store, dynamo_table, region, endpoint_url, **kwargs):
+        from .store import open_store
+
+        _export_aws(region, endpoint_url)
+        return f(*args, store=open_store(_store_uri(job_store, dynamo_table)), **kwargs)
+
+    return job_store_option(dynamo_table_option(_aws_options(wrapper)))
 
 
 def _epochs_of(job) -> str:
@@ -137,14 +145,11 @@ def _epochs_of(job) -> str:
 
 
 @jobs.command("list")
-@click.option("--status", type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@job_store_option
-@dynamo_table_option
-@_aws_options
-def jobs_list(status, as_json, job_store, dynamo_table, region, endpoint_url):
+@with_store
+def jobs_list(status, as_json, store):
     """Jobs, oldest first, optionally of one status."""
-    store = _open(job_store, dynamo_table, region, endpoint_url)
     found = store.list_jobs(status)
     if as_json:
         click.echo(json.dumps([j.__dict__ for j in found], indent=2, default=str))
@@ -162,12 +167,9 @@ def jobs_list(status, as_json, job_store, dynamo_table, region, endpoint_url):
 @jobs.command("show")
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
-@job_store_option
-@dynamo_table_option
-@_aws_options
-def jobs_show(ref, as_json, job_store, dynamo_table, region, endpoint_url):
+@with_store
+def jobs_show(ref, as_json, store):
     """One job (by id or name, newest of that name): config, results and per-epoch scores."""
-    store = _open(job_store, dynamo_table, region, endpoint_url)
     job = store.resolve(ref)
     per_epoch = epoch_table(store.metrics(job.job_id))
     if as_json:
@@ -209,12 +211,9 @@ def epoch_table(metrics: list[dict]) -> list[dict]:
 @click.argument("ref")
 @click.option("--name", help="One metric, e.g. val_f1 or label_DATE_f1.")
 @click.option("--json", "as_json", is_flag=True)
-@job_store_option
-@dynamo_table_option
-@_aws_options
-def jobs_metrics(ref, name, as_json, job_store, dynamo_table, region, endpoint_url):
+@with_store
+def jobs_metrics(ref, name, as_json, store):
     """A job's metrics in time order."""
-    store = _open(job_store, dynamo_table, region, endpoint_url)
     job = store.resolve(ref)
     rows = store.metrics(job.job_id, name)
     keep = ("metric_name", "value", "epoch", "step", "unit", "timestamp")
@@ -232,14 +231,11 @@ def jobs_metrics(ref, name, as_json, job_store, dynamo_table, region, endpoint_u
 @jobs.command("report")
 @click.argument("ref")
 @click.option("--output", type=click.Path(path_type=Path), help="PNG file (default: <job-name>-report.png).")
-@job_store_option
-@dynamo_table_option
-@_aws_options
-def jobs_report(ref, output, job_store, dynamo_table, region, endpoint_url):
+@with_store
+def jobs_report(ref, output, store):
     """Plot a job's validation scores, losses and per-label F1 to a PNG."""
     from .report import plot_job
 
-    store = _open(job_store, dynamo_table, region, endpoint_url)
     job = store.resolve(ref)
     path = plot_job(job, store.metrics(job.job_id), output or Path(f"{job.name}-report.png"))
     console.print(f"wrote {path}")

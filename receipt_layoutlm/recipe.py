@@ -94,8 +94,9 @@ def split_ids(ids: list[str], val_ratio: float, seed: int) -> tuple[list[str], l
         raise UserError(f"--val-ratio must be in [0, 1), got {val_ratio}.")
     if len(ids) < 2:
         raise UserError(f"The dataset has {len(ids)} receipt(s); at least 2 are needed to train and validate.")
-    scored = sorted(ids, key=lambda i: _unit_hash(seed, "split", i))
-    val = {i for i in ids if _unit_hash(seed, "split", i) < val_ratio}
+    score = {i: _unit_hash(seed, "split", i) for i in ids}
+    scored = sorted(ids, key=score.__getitem__)
+    val = {i for i in ids if score[i] < val_ratio}
     if not val and val_ratio > 0:
         val = {scored[0]}
     if len(val) == len(ids):

@@ -204,11 +204,13 @@ class Recorder:
             self.log("ERROR", message)
 
 
+def epoch_number(epoch: float | None) -> int:
+    """The Trainer's fractional epoch -> the 1-based epoch it falls in (1.0 is epoch 1, 1.2 epoch 2)."""
+    return max(0, math.ceil((epoch or 0) - 1e-6))
+
+
 def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float):
     from transformers import TrainerCallback
-
-    def epoch_of(state) -> int:
-        return max(0, math.ceil((state.epoch or 0) - 1e-6))
 
     class RecordingCallback(TrainerCallback):
         """Turns the Trainer's logs and evaluations into JobMetrics and run.json entries."""
@@ -216,7 +218,7 @@ def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            step, epoch = state.global_step, epoch_of(state)
+            step, epoch = state.global_step, epoch_number(state.epoch)
             rows = []
             if "loss" in logs:
                 rows.append({"name": "train_loss", "value": float(logs["loss"]), "unit": "loss"})
@@ -227,7 +229,7 @@ def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             if not state.is_world_process_zero or not metrics:
                 return
-            step, epoch = state.global_step, epoch_of(state)
+            step, epoch = state.global_step, epoch_number(state.epoch)
             names = {"eval_f1": ("val_f1", "ratio"), "eval_precision": ("val_precision", "ratio"),
                      "eval_recall": ("val_recall", "ratio"), "eval_loss": ("eval_loss", "loss")}
             rows = [{"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]}
@@ -257,7 +259,7 @@ def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.exists():
                 recorder.upload(ckpt, "checkpoints_prefix", f"{ckpt.name}/", checkpoint_step=state.global_step,
-                                epoch=epoch_of(state))
+                                epoch=epoch_number(state.epoch))
 
     return RecordingCallback()
 
@@ -525,7 +527,7 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     best_dir = out / "best"
     results = {
         "best_f1": best["eval_f1"], "best_precision": best["eval_precision"], "best_recall": best["eval_recall"],
-        "best_epoch": max(0, math.ceil(best["epoch"] - 1e-6)), "best_step": best["step"],
+        "best_epoch": epoch_number(best["epoch"]), "best_step": best["step"],
         "epochs_completed": len(evals), "stopped_early": state.global_step < state.max_steps,
         "label_list": label_list, "train_runtime": round(time.time() - started, 2),
         "train_loss": float(train_output.training_loss), "best_dir": str(best_dir),
