@@ -2,12 +2,12 @@
 
 Starts its own DynamoDB Local (in memory, 127.0.0.1; found as the tests find it, tests/aws_servers.py),
 creates a receipts table, imports N seeded demo receipts (`demo:N`) with
-receipt_layoutlm.dynamo_data.import_receipts, then times two loaders of the same data:
+receipt_layoutlm.sources.dynamodb.import_receipts, then times two loaders of the same data:
 
   sequential  the loader's own steps in a plain loop: the GSI3 `VALIDATION_STATUS#VALID`
               query (all pages), then per receipt its Receipt item (GetItem) and its words
               (GSI3 query), one request in flight at a time
-  pool        receipt_layoutlm.dynamo_data.load_dynamo_receipts(max_workers=--workers)
+  pool        receipt_layoutlm.sources.dynamodb.load_dynamo_receipts(max_workers=--workers)
 
 Both issue the same requests; the script asserts that they return identical receipts (and
 drop counts), and prints receipts/s of each and their ratio. Each arm runs --repeats times,
@@ -97,8 +97,8 @@ def add_rtt_hook() -> None:
 
 def load_sequential(table_name: str, statuses=("VALID",)):
     """The same requests as load_dynamo_receipts, strictly one after another."""
-    from receipt_layoutlm.data import LoadReport
-    from receipt_layoutlm.dynamo_data import _collect_labels, _load_receipt
+    from receipt_layoutlm.sources import LoadReport
+    from receipt_layoutlm.sources.dynamodb import _collect_labels, _load_receipt
     from receipt_layoutlm.store.dynamodb import DynamoTable
 
     table = DynamoTable(table_name)
@@ -127,8 +127,8 @@ def main() -> None:
     proc, endpoint = start_dynamodb_local()
     try:
         isolate_from_aws(endpoint, scratch)
-        from receipt_layoutlm.data import load_receipts
-        from receipt_layoutlm.dynamo_data import import_receipts, load_dynamo_receipts
+        from receipt_layoutlm.sources import load_receipts
+        from receipt_layoutlm.sources.dynamodb import import_receipts, load_dynamo_receipts
         from receipt_layoutlm.store.dynamodb import create_table
 
         table = f"bench-{uuid.uuid4().hex[:8]}"

@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from receipt_layoutlm.collate import pad_batch
-from receipt_layoutlm.features import build_examples, sequences
+from receipt_layoutlm.training.collate import pad_batch
+from receipt_layoutlm.training.features import build_examples, sequences
 from receipt_layoutlm.model import load_model
-from receipt_layoutlm.train import TrainConfig, load_source, prepare_data
+from receipt_layoutlm.training.run import TrainConfig, load_source, prepare_data
 
 
 def batches(examples, batch_size, pad_to_512, seed):

@@ -140,7 +140,7 @@ def load_trained(model_dir: str | Path):
 @torch.no_grad()
 def predict_ids(model, examples: list[dict], batch_size: int = 16, device: str | None = None) -> list[list[int]]:
     """Argmax label ids per token for unpadded examples (batched, padded to each batch's longest)."""
-    from .collate import pad_batch
+    from .training.collate import pad_batch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

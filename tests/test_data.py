@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from receipt_layoutlm.data import load_receipts, read_jsonl, read_wildreceipt, write_jsonl
+from receipt_layoutlm.sources import load_receipts
+from receipt_layoutlm.sources.jsonl import read_jsonl, write_jsonl
+from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
 from receipt_layoutlm.errors import UserError
 
 WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"

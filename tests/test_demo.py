@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from receipt_layoutlm.demo import generate_receipts
+from receipt_layoutlm.sources.demo import generate_receipts
 
 CANONICAL = {
     "MERCHANT_NAME", "STORE_HOURS", "PHONE_NUMBER", "WEBSITE", "LOYALTY_ID", "ADDRESS_LINE", "DATE", "TIME",

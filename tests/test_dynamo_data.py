@@ -11,9 +11,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from receipt_layoutlm.cli_aws import register
-from receipt_layoutlm.data import Receipt, Word, read_wildreceipt
-from receipt_layoutlm.dynamo_data import image_id_for, import_receipts, load_dynamo_receipts, receipt_key
+from receipt_layoutlm.cli.aws import register
+from receipt_layoutlm.sources import Receipt, Word
+from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
+from receipt_layoutlm.sources.dynamodb import image_id_for, import_receipts, load_dynamo_receipts, receipt_key
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.store.dynamodb import DynamoTable
 

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from receipt_layoutlm.cli import cli
-from receipt_layoutlm.data import read_wildreceipt, write_jsonl
+from receipt_layoutlm.sources.jsonl import write_jsonl
+from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
 
 JOB = "receipts-validate"
 N_RECEIPTS = 60
@@ -168,7 +169,7 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     # best/ from S3 reloads with plain transformers and predicts
     from transformers import LayoutLMForTokenClassification
 
-    from receipt_layoutlm.predict import predict_receipts
+    from receipt_layoutlm.inference.predict import predict_receipts
     from receipt_layoutlm.s3 import S3Sync
 
     downloaded = tmp_path / "downloaded-best"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from receipt_layoutlm.features import IGNORE, Window, build_examples, merge_predictions, plan_windows, sequences
+from receipt_layoutlm.training.features import IGNORE, Window, build_examples, merge_predictions, plan_windows, sequences
 from receipt_layoutlm.model import load_tokenizer, minilm_dir
-from receipt_layoutlm.recipe import TaggedReceipt
+from receipt_layoutlm.training.recipe import TaggedReceipt
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 import pytest
 
-from receipt_layoutlm.data import Receipt, Word
+from receipt_layoutlm.sources import Receipt, Word
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.labels import final_label, normalise_label, resolve_allowed_labels
-from receipt_layoutlm.recipe import (bio_tags, build_label_list, normalize_box, split_ids, tag_receipts,
+from receipt_layoutlm.training.recipe import (bio_tags, build_label_list, normalize_box, split_ids, tag_receipts,
                                      thin_o_lines)
-from receipt_layoutlm.train import TrainConfig, prepare_data
+from receipt_layoutlm.training.run import TrainConfig, prepare_data
 
 
 def receipt(rid, rows):

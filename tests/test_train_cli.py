@@ -80,12 +80,13 @@ def test_train_on_demo_records_everything(env):
 
     # The F1 recorded during training is the F1 of best/ on the validation receipts, whole:
     # evaluation order, window merging and scoring agree with a fresh prediction.
-    from receipt_layoutlm.data import load_receipts, write_jsonl
+    from receipt_layoutlm.sources import load_receipts
+    from receipt_layoutlm.sources.jsonl import write_jsonl
 
     val_ids = set(run_json["split"]["val_receipt_ids"])
     val_file = env / "val.jsonl"
     write_jsonl([r for r in load_receipts("demo:40")[0] if r.id in val_ids], val_file)
-    from receipt_layoutlm.predict import predict_receipts
+    from receipt_layoutlm.inference.predict import predict_receipts
 
     assert predict_receipts(out / "best", str(val_file))["f1"] == pytest.approx(job.results["best_f1"], abs=1e-9)
 

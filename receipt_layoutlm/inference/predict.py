@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, batch_size: int = 16) -> dict:
-    from .data import Receipt, Word, load_receipts, write_jsonl
-    from .features import build_examples, merge_predictions, sequences
-    from .labels import entity_types, resolve_allowed_labels
-    from .metrics import entity_scores
-    from .model import load_trained, predict_ids
-    from .recipe import tag_receipts
+    from ..sources import Receipt, Word, load_receipts
+    from ..sources.jsonl import write_jsonl
+    from ..training.features import build_examples, merge_predictions, sequences
+    from ..labels import entity_types, resolve_allowed_labels
+    from ..metrics import entity_scores
+    from ..model import load_trained, predict_ids
+    from ..training.recipe import tag_receipts
 
     label_map_file = Path(model_dir) / "label_map.json"
     if not label_map_file.exists():

@@ -1,6 +1,6 @@
 """The AWS commands of `layoutlm-cli`: `dynamo create-table`, `dataset export` and `dataset import`.
 
-`register(cli)` adds them to the main command group (receipt_layoutlm/cli.py).
+`register(cli)` adds them to the main command group (receipt_layoutlm/cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _group(cli: click.Group, name: str, help_text: str) -> click.Group:
 @endpoint_option
 def dynamo_create_table(table, region, endpoint_url):
     """Create TABLE with the receipts schema (PK/SK, GSI1-GSI4, GSITYPE, on-demand billing)."""
-    from .store.dynamodb import create_table
+    from ..store.dynamodb import create_table
 
     created = create_table(table, region=region, endpoint_url=endpoint_url)
     console.print(f"Created DynamoDB table [bold]{table}[/] in {created.region} "
@@ -59,8 +59,8 @@ def dynamo_create_table(table, region, endpoint_url):
 @endpoint_option
 def dataset_export(out, dynamo_table, label_status, region, endpoint_url):
     """Write the labelled receipts of a DynamoDB table to OUT (JSON Lines dataset format)."""
-    from .data import write_jsonl
-    from .dynamo_data import load_dynamo_receipts
+    from ..sources.jsonl import write_jsonl
+    from ..sources.dynamodb import load_dynamo_receipts
 
     receipts, report = load_dynamo_receipts(dynamo_table, region=region, endpoint_url=endpoint_url,
                                             statuses=tuple(label_status))
@@ -87,8 +87,8 @@ def dataset_export(out, dynamo_table, label_status, region, endpoint_url):
 @endpoint_option
 def dataset_import(source, dynamo_table, region, endpoint_url):
     """Write the receipts of SOURCE (FILE.jsonl, wildreceipt:FILE or demo:N) into a DynamoDB table."""
-    from .data import load_receipts
-    from .dynamo_data import import_receipts
+    from ..sources import load_receipts
+    from ..sources.dynamodb import import_receipts
 
     receipts, report = load_receipts(source)
     counts = import_receipts(receipts, dynamo_table, region=region, endpoint_url=endpoint_url)

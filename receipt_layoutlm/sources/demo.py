@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from .data import Receipt, Word
+from .receipt import Receipt, Word
 
 # Store kind -> (merchant names, product names, price range in cents).
 STORES = {

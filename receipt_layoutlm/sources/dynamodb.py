@@ -36,11 +36,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .data import LoadReport, Receipt, Word
-from .errors import UserError
-from .labels import CANONICAL_LABELS, normalise_label
-from .store import now_iso
-from .store.dynamodb import DynamoTable
+from .receipt import LoadReport, Receipt, Word
+from ..errors import UserError
+from ..labels import CANONICAL_LABELS, normalise_label
+from ..store import now_iso
+from ..store.dynamodb import DynamoTable
 
 RECEIPT_NUMBER = 1  # imported receipts: one receipt per (derived) image
 LABEL_PRIORITY = {name: i for i, name in enumerate(CANONICAL_LABELS)}

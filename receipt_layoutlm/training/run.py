@@ -23,9 +23,9 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .labels import entity_types, resolve_allowed_labels
-from .model import DEFAULT_PRETRAINED
+from ..errors import UserError
+from ..labels import entity_types, resolve_allowed_labels
+from ..model import DEFAULT_PRETRAINED
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,10 @@ class PreparedData:
 
 def load_source(cfg: TrainConfig):
     if cfg.dataset is not None:
-        from .data import load_receipts
+        from ..sources import load_receipts
 
         return load_receipts(cfg.dataset, seed=cfg.seed)
-    from .dynamo_data import load_dynamo_receipts
+    from ..sources.dynamodb import load_dynamo_receipts
 
     return load_dynamo_receipts(cfg.dynamo_table, region=os.environ.get("AWS_REGION"),
                                 endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
@@ -368,11 +368,11 @@ def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = 
 
     store = job = run_file = s3 = None
     if is_main:
-        from .store import open_store
+        from ..store import open_store
 
         store = open_store(store_uri)
         if cfg.output_s3_uri:
-            from .s3 import S3Sync
+            from ..s3 import S3Sync
 
             s3 = S3Sync(cfg.output_s3_uri, cfg.job_name)
             s3.check()
@@ -441,8 +441,8 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     from .artifacts import latest_checkpoint, save_model_dir
     from .collate import Collator
     from .features import build_examples, merge_predictions, sequences
-    from .metrics import entity_scores
-    from .model import load_model
+    from ..metrics import entity_scores
+    from ..model import load_model
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays

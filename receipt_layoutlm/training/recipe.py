@@ -10,9 +10,9 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .data import Receipt
-from .errors import UserError
-from .labels import LABEL_ORDER, final_label
+from ..sources import Receipt
+from ..errors import UserError
+from ..labels import LABEL_ORDER, final_label
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""`layoutlm-cli jobs ...`: look at recorded jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..store import STATUSES
+from .common import console, with_store
+
+
+@click.group()
+def jobs():
+    """Look at recorded jobs."""
+
+
+def _epochs_of(job) -> str:
+    return str(job.results.get("epochs_completed", "")) if job.results else ""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_store
+def jobs_list(status, as_json, store):
+    """Jobs, oldest first, optionally of one status."""
+    found = store.list_jobs(status)
+    if as_json:
+        click.echo(json.dumps([j.__dict__ for j in found], indent=2, default=str))
+        return
+    table = Table("job id", "name", "status", "created", "best F1", "epochs")
+    table.columns[0].no_wrap = table.columns[3].no_wrap = True
+    for j in found:
+        f1 = j.results.get("best_f1")
+        table.add_row(j.job_id, j.name, j.status, j.created_at[:19].replace("T", " "),
+                      f"{f1:.4f}" if isinstance(f1, (int, float)) else "", _epochs_of(j))
+    console.print(table)
+    console.print(f"{len(found)} job(s) in {store.description}")
+
+
+@jobs.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@with_store
+def jobs_show(ref, as_json, store):
+    """One job (by id or name, newest of that name): config, results and per-epoch scores."""
+    job = store.resolve(ref)
+    per_epoch = epoch_table(store.metrics(job.job_id))
+    if as_json:
+        click.echo(json.dumps({**job.__dict__, "epochs": per_epoch,
+                               "status_history": [{k: s.get(k) for k in ("status", "updated_at", "message")}
+                                                  for s in store.status_history(job.job_id)]},
+                              indent=2, default=str))
+        return
+    console.print(f"[bold]{job.name}[/]  {job.job_id}")
+    console.print(f"status {job.status}, created {job.created_at} by {job.created_by}")
+    cfg = job.job_config
+    keys = ("dataset", "dynamo_table", "pretrained", "epochs", "batch_size", "lr", "warmup_ratio", "label_smoothing",
+            "o_entity_ratio", "merge_amounts", "allowed_labels", "early_stopping_patience", "example_unit", "seed")
+    console.print("config: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) not in (None, [], "")))
+    if job.results:
+        r = job.results
+        console.print(f"best val F1 {r.get('best_f1', 0):.4f} at epoch {r.get('best_epoch')}, "
+                      f"runtime {r.get('train_runtime')} s, best/ at {r.get('best_dir')}")
+    if job.storage:
+        console.print(f"S3: s3://{job.storage.get('bucket')}/{job.storage.get('run_root_prefix')}")
+    table = Table("epoch", "step", "val F1", "precision", "recall", "eval loss")
+    for row in per_epoch:
+        table.add_row(*(f"{row.get(k):.4f}" if isinstance(row.get(k), float) else str(row.get(k, ""))
+                        for k in ("epoch", "step", "val_f1", "val_precision", "val_recall", "eval_loss")))
+    console.print(table)
+
+
+def epoch_table(metrics: list[dict]) -> list[dict]:
+    """Evaluation metrics grouped by (epoch, step), in order."""
+    rows: dict[tuple, dict] = {}
+    for m in metrics:
+        if m["metric_name"] in ("val_f1", "val_precision", "val_recall", "eval_loss"):
+            key = (m.get("epoch"), m.get("step"))
+            rows.setdefault(key, {"epoch": key[0], "step": key[1]})[m["metric_name"]] = m["value"]
+    return sorted(rows.values(), key=lambda r: (r["step"] or 0, r["epoch"] or 0))
+
+
+@jobs.command("metrics")
+@click.argument("ref")
+@click.option("--name", help="One metric, e.g. val_f1 or label_DATE_f1.")
+@click.option("--json", "as_json", is_flag=True)
+@with_store
+def jobs_metrics(ref, name, as_json, store):
+    """A job's metrics in time order."""
+    job = store.resolve(ref)
+    rows = store.metrics(job.job_id, name)
+    keep = ("metric_name", "value", "epoch", "step", "unit", "timestamp")
+    if as_json:
+        click.echo(json.dumps([{k: r.get(k) for k in keep} for r in rows], indent=2, default=str))
+        return
+    table = Table("metric", "value", "epoch", "step", "unit", "timestamp")
+    for r in rows:
+        v = r.get("value")
+        table.add_row(r["metric_name"], f"{v:.6g}" if isinstance(v, float) else str(v), str(r.get("epoch", "")),
+                      str(r.get("step", "")), r.get("unit", ""), r["timestamp"])
+    console.print(table)
+
+
+@jobs.command("report")
+@click.argument("ref")
+@click.option("--output", type=click.Path(path_type=Path), help="PNG file (default: <job-name>-report.png).")
+@with_store
+def jobs_report(ref, output, store):
+    """Plot a job's validation scores, losses and per-label F1 to a PNG."""
+    from ..report import plot_job
+
+    job = store.resolve(ref)
+    path = plot_job(job, store.metrics(job.job_id), output or Path(f"{job.name}-report.png"))
+    console.print(f"wrote {path}")

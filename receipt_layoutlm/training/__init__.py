@@ -1,0 +1,1 @@
+"""Training: the recipe (labels, tags, split, thinning), features (windows), the run itself."""
