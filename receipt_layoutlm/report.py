@@ -31,14 +31,19 @@ def plot_job(job, metrics: list[dict], output: Path) -> Path:
     # A finished job names its best step; a running one is shown at its best evaluation so far.
     best_f1, best_step = max(((v, x) for x, v in series.get("val_f1", [])), default=(None, None))
     best_step = job.results.get("best_step", best_step)
-    per_label = {name[6:-3]: dict(points).get(best_step) for name, points in series.items()
-                 if name.startswith("label_") and name.endswith("_f1")}
+    per_label = {
+        name[6:-3]: dict(points).get(best_step)
+        for name, points in series.items()
+        if name.startswith("label_") and name.endswith("_f1")
+    }
     per_label = {k: v for k, v in per_label.items() if v is not None}
     if per_label:
         names = list(per_label)
         labels.barh(names, [per_label[n] for n in names])
         labels.set(xlim=(0, 1), title=f"F1 per label at step {best_step}")
-    fig.suptitle(f"{job.name} ({job.job_id[:8]}), {job.status}, best val F1 {job.results.get('best_f1', best_f1 or 0):.4f}")
+    fig.suptitle(
+        f"{job.name} ({job.job_id[:8]}), {job.status}, best val F1 {job.results.get('best_f1', best_f1 or 0):.4f}"
+    )
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

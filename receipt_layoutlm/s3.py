@@ -13,8 +13,15 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
-                                 NoCredentialsError, PartialCredentialsError)
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from .errors import UserError
 from .store.dynamodb import aws_session
@@ -51,18 +58,25 @@ class S3Sync:
         self.logs_prefix = self.run_root_prefix + "logs/"
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-                        # Local servers (moto, MinIO) answer on one host name: path-style keys.
-                        s3={"addressing_style": "path"} if self.endpoint_url else None)
-        self.client = aws_session().client("s3", region_name=region, endpoint_url=self.endpoint_url,
-                                                     config=config)
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            # Local servers (moto, MinIO) answer on one host name: path-style keys.
+            s3={"addressing_style": "path"} if self.endpoint_url else None,
+        )
+        self.client = aws_session().client("s3", region_name=region, endpoint_url=self.endpoint_url, config=config)
 
     @property
     def storage(self) -> dict:
         """The Job item's `storage` map."""
-        return {"bucket": self.bucket, "run_root_prefix": self.run_root_prefix,
-                "checkpoints_prefix": self.checkpoints_prefix, "best_prefix": self.best_prefix,
-                "logs_prefix": self.logs_prefix}
+        return {
+            "bucket": self.bucket,
+            "run_root_prefix": self.run_root_prefix,
+            "checkpoints_prefix": self.checkpoints_prefix,
+            "best_prefix": self.best_prefix,
+            "logs_prefix": self.logs_prefix,
+        }
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -71,19 +85,26 @@ class S3Sync:
         """A failure as one sentence naming the bucket (or endpoint) and the fix."""
         where = f"S3 bucket {self.bucket}"
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-            return UserError(f"No AWS credentials found for {where}; set AWS_PROFILE or "
-                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.")
+            return UserError(
+                f"No AWS credentials found for {where}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+            )
         if isinstance(error, BotoConnectionError):
-            return UserError(f"Cannot reach the S3 endpoint {self.client.meta.endpoint_url} for {where}; check "
-                             "AWS_ENDPOINT_URL_S3 and the network.")
+            return UserError(
+                f"Cannot reach the S3 endpoint {self.client.meta.endpoint_url} for {where}; check "
+                "AWS_ENDPOINT_URL_S3 and the network."
+            )
         if isinstance(error, ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket"):
-                return UserError(f"{where} does not exist; create it (aws s3 mb s3://{self.bucket}) or fix the "
-                                 "bucket name in the S3 URI.")
+                return UserError(
+                    f"{where} does not exist; create it (aws s3 mb s3://{self.bucket}) or fix the "
+                    "bucket name in the S3 URI."
+                )
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-                return UserError(f"AWS refused access to {where} ({code}); check the credentials and their "
-                                 "s3:ListBucket/s3:PutObject permissions on it.")
+                return UserError(
+                    f"AWS refused access to {where} ({code}); check the credentials and their "
+                    "s3:ListBucket/s3:PutObject permissions on it."
+                )
         return UserError(f"{where}: {error}")
 
     def check(self) -> None:
@@ -104,8 +125,10 @@ class S3Sync:
                 raise UploadError(str(self._explain(e))) from None
             except Exception as e:  # boto3 wraps transfer failures in S3UploadFailedError
                 if attempt == UPLOAD_ATTEMPTS:
-                    raise UploadError(f"Upload of {path} to {self.url(key)} failed after {UPLOAD_ATTEMPTS} attempts "
-                                      f"({e}); check the bucket, credentials and network, then retry.") from None
+                    raise UploadError(
+                        f"Upload of {path} to {self.url(key)} failed after {UPLOAD_ATTEMPTS} attempts "
+                        f"({e}); check the bucket, credentials and network, then retry."
+                    ) from None
                 time.sleep(0.5 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
@@ -129,7 +152,7 @@ class S3Sync:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    target = local_dir / obj["Key"][len(prefix):]
+                    target = local_dir / obj["Key"][len(prefix) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self.client.download_file(self.bucket, obj["Key"], str(target), Config=TRANSFER)
                     count += 1

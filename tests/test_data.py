@@ -5,17 +5,24 @@ from pathlib import Path
 
 import pytest
 
+from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.sources import load_receipts
 from receipt_layoutlm.sources.jsonl import read_jsonl, write_jsonl
 from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
-from receipt_layoutlm.errors import UserError
 
 WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"
-GOOD = {"id": "img-1#00001", "width": 600, "height": 1400, "source": "test",
-        "words": [{"text": "TRADER", "box": [112, 40, 230, 66], "line": 0, "label": "MERCHANT_NAME"},
-                  {"text": "JOE'S", "box": [240, 40, 330, 66], "line": 0, "label": "MERCHANT_NAME"},
-                  {"text": "BANANAS", "box": [20, 300, 140, 322], "line": 9},
-                  {"text": "0.99", "box": [500, 300, 560, 322], "line": 9, "label": "LINE_TOTAL"}]}
+GOOD = {
+    "id": "img-1#00001",
+    "width": 600,
+    "height": 1400,
+    "source": "test",
+    "words": [
+        {"text": "TRADER", "box": [112, 40, 230, 66], "line": 0, "label": "MERCHANT_NAME"},
+        {"text": "JOE'S", "box": [240, 40, 330, 66], "line": 0, "label": "MERCHANT_NAME"},
+        {"text": "BANANAS", "box": [20, 300, 140, 322], "line": 9},
+        {"text": "0.99", "box": [500, 300, 560, 322], "line": 9, "label": "LINE_TOTAL"},
+    ],
+}
 
 
 def write(tmp_path, *objs, raw=None):
@@ -28,21 +35,27 @@ def write(tmp_path, *objs, raw=None):
 def test_reads_the_documented_example_and_round_trips(tmp_path):
     receipts, report = read_jsonl(write(tmp_path, GOOD))
     (r,) = receipts
-    assert r.id == "img-1#00001" and r.width == 600 and [w.label for w in r.words] == \
-        ["MERCHANT_NAME", "MERCHANT_NAME", "O", "LINE_TOTAL"]
+    assert (
+        r.id == "img-1#00001"
+        and r.width == 600
+        and [w.label for w in r.words] == ["MERCHANT_NAME", "MERCHANT_NAME", "O", "LINE_TOTAL"]
+    )
     assert r.words[2].line == 9 and r.extra == {"source": "test"} and report.dropped == {}
     out = tmp_path / "out.jsonl"
     write_jsonl(receipts, out)
     assert read_jsonl(out)[0] == receipts
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda o: o.pop("width"), "missing field `width`"),
-    (lambda o: o["words"][1].update(text=" "), "word 1: empty or missing `text`"),
-    (lambda o: o["words"][0].update(box=[112, 40, 700, 66]), "outside the 600x1400 page"),
-    (lambda o: o["words"][0].update(box=[230, 40, 112, 66]), "x1<x0"),
-    (lambda o: o.update(height=0), "must be positive"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda o: o.pop("width"), "missing field `width`"),
+        (lambda o: o["words"][1].update(text=" "), "word 1: empty or missing `text`"),
+        (lambda o: o["words"][0].update(box=[112, 40, 700, 66]), "outside the 600x1400 page"),
+        (lambda o: o["words"][0].update(box=[230, 40, 112, 66]), "x1<x0"),
+        (lambda o: o.update(height=0), "must be positive"),
+    ],
+)
 def test_bad_records_name_file_line_and_problem(tmp_path, mutate, message):
     bad = json.loads(json.dumps(GOOD))
     bad["id"] = "second"
@@ -73,8 +86,19 @@ def test_wildreceipt_real_file():
     receipts, report = read_wildreceipt(WILDRECEIPT)
     assert len(receipts) == 372
     labels = {w.label for r in receipts for w in r.words}
-    assert {"MERCHANT_NAME", "ADDRESS_LINE", "PHONE_NUMBER", "DATE", "TIME", "PRODUCT_NAME", "QUANTITY",
-            "LINE_TOTAL", "SUBTOTAL", "TAX", "GRAND_TOTAL"} <= labels
+    assert {
+        "MERCHANT_NAME",
+        "ADDRESS_LINE",
+        "PHONE_NUMBER",
+        "DATE",
+        "TIME",
+        "PRODUCT_NAME",
+        "QUANTITY",
+        "LINE_TOTAL",
+        "SUBTOTAL",
+        "TAX",
+        "GRAND_TOTAL",
+    } <= labels
     assert report.dropped["empty text (unreadable segment)"] > 0
     r = receipts[0]
     assert r.words[0].text == "COSTCO" and r.words[0].label == "MERCHANT_NAME"

@@ -7,9 +7,29 @@ import pytest
 from receipt_layoutlm.sources.demo import generate_receipts
 
 CANONICAL = {
-    "MERCHANT_NAME", "STORE_HOURS", "PHONE_NUMBER", "WEBSITE", "LOYALTY_ID", "ADDRESS_LINE", "DATE", "TIME",
-    "PAYMENT_METHOD", "COUPON", "DISCOUNT", "PRODUCT_NAME", "QUANTITY", "UNIT_PRICE", "LINE_TOTAL", "SUBTOTAL",
-    "TAX", "TIP", "GRAND_TOTAL", "CHANGE", "CASH_BACK", "REFUND", "O",
+    "MERCHANT_NAME",
+    "STORE_HOURS",
+    "PHONE_NUMBER",
+    "WEBSITE",
+    "LOYALTY_ID",
+    "ADDRESS_LINE",
+    "DATE",
+    "TIME",
+    "PAYMENT_METHOD",
+    "COUPON",
+    "DISCOUNT",
+    "PRODUCT_NAME",
+    "QUANTITY",
+    "UNIT_PRICE",
+    "LINE_TOTAL",
+    "SUBTOTAL",
+    "TAX",
+    "TIP",
+    "GRAND_TOTAL",
+    "CHANGE",
+    "CASH_BACK",
+    "REFUND",
+    "O",
 }
 
 
@@ -64,8 +84,18 @@ def test_labels_canonical_and_common_ones_present(receipts):
         labels = {w.label for w in r.words}
         assert labels <= CANONICAL, labels - CANONICAL
         seen.update(labels)
-    for label in ["MERCHANT_NAME", "ADDRESS_LINE", "PHONE_NUMBER", "DATE", "TIME", "PRODUCT_NAME",
-                  "LINE_TOTAL", "SUBTOTAL", "TAX", "GRAND_TOTAL"]:
+    for label in [
+        "MERCHANT_NAME",
+        "ADDRESS_LINE",
+        "PHONE_NUMBER",
+        "DATE",
+        "TIME",
+        "PRODUCT_NAME",
+        "LINE_TOTAL",
+        "SUBTOTAL",
+        "TAX",
+        "GRAND_TOTAL",
+    ]:
         assert seen[label] >= 40, (label, seen[label])
     assert seen["PAYMENT_METHOD"] >= 40 and seen["QUANTITY"] > 0 and seen["UNIT_PRICE"] > 0
 

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from receipt_layoutlm.cli.aws import register
-from receipt_layoutlm.sources import Receipt, Word
-from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
-from receipt_layoutlm.sources.dynamodb import image_id_for, import_receipts, load_dynamo_receipts, receipt_key
 from receipt_layoutlm.errors import UserError
+from receipt_layoutlm.sources import Receipt, Word
+from receipt_layoutlm.sources.dynamodb import image_id_for, import_receipts, load_dynamo_receipts, receipt_key
+from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
 from receipt_layoutlm.store.dynamodb import DynamoTable
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
@@ -34,13 +34,18 @@ def raw(aws_env):
 
 def small_receipt() -> Receipt:
     """Two lines on a 100x200 page; line 1's words given right-to-left to check the reading order."""
-    return Receipt(id="small-1", width=100, height=200, words=[
-        Word("ACME", (10, 10, 40, 20), 0, "MERCHANT_NAME"),
-        Word("MARKET", (45, 10, 90, 20), 0, "MERCHANT_NAME"),
-        Word("1.99", (70, 50, 95, 60), 1, "LINE_TOTAL"),
-        Word("MILK", (5, 50, 30, 60), 1, "PRODUCT_NAME"),
-        Word("thanks", (30, 100, 70, 110), 2),
-    ])
+    return Receipt(
+        id="small-1",
+        width=100,
+        height=200,
+        words=[
+            Word("ACME", (10, 10, 40, 20), 0, "MERCHANT_NAME"),
+            Word("MARKET", (45, 10, 90, 20), 0, "MERCHANT_NAME"),
+            Word("1.99", (70, 50, 95, 60), 1, "LINE_TOTAL"),
+            Word("MILK", (5, 50, 30, 60), 1, "PRODUCT_NAME"),
+            Word("thanks", (30, 100, 70, 110), 2),
+        ],
+    )
 
 
 def test_import_then_export_gives_back_the_receipts(fresh_table, wildreceipts):
@@ -68,15 +73,24 @@ def test_imported_items_follow_the_spec(fresh_table, raw):
     import_receipts([small_receipt()], fresh_table)
     iid = image_id_for("small-1")
     assert uuid.UUID(iid).version == 4 and image_id_for("small-1") == iid
-    items = raw.query(TableName=fresh_table, KeyConditionExpression="PK = :pk",
-                      ExpressionAttributeValues={":pk": {"S": f"IMAGE#{iid}"}})["Items"]
+    items = raw.query(
+        TableName=fresh_table,
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"IMAGE#{iid}"}},
+    )["Items"]
     by_sk = {i["SK"]["S"]: i for i in items}
     base = f"IMAGE#{iid}#RECEIPT#00001"
 
     receipt = by_sk["RECEIPT#00001"]
     assert {k: receipt[k]["S"] for k in ("TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI4PK", "GSI4SK")} == {
-        "TYPE": "RECEIPT", "GSI1PK": f"IMAGE#{iid}", "GSI1SK": "RECEIPT#00001", "GSI2PK": "RECEIPT",
-        "GSI2SK": base, "GSI4PK": base, "GSI4SK": "0_RECEIPT"}
+        "TYPE": "RECEIPT",
+        "GSI1PK": f"IMAGE#{iid}",
+        "GSI1SK": "RECEIPT#00001",
+        "GSI2PK": "RECEIPT",
+        "GSI2SK": base,
+        "GSI4PK": base,
+        "GSI4SK": "0_RECEIPT",
+    }
     assert (receipt["width"], receipt["height"]) == ({"N": "100"}, {"N": "200"})
     assert TIMESTAMP.match(receipt["timestamp_added"]["S"])
     assert receipt["raw_s3_key"] == {"S": "small-1"} and "S" in receipt["raw_s3_bucket"]
@@ -84,15 +98,37 @@ def test_imported_items_follow_the_spec(fresh_table, raw):
 
     word = by_sk["RECEIPT#00001#LINE#00001#WORD#00001"]  # "1.99", first word of line 1 in the file
     assert word["text"] == {"S": "1.99"}
-    assert {k: word[k]["S"] for k in ("TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK",
-                                      "GSI4PK", "GSI4SK", "embedding_status")} == {
-        "TYPE": "RECEIPT_WORD", "GSI1PK": "EMBEDDING_STATUS#NONE",
-        "GSI1SK": f"WORD#{base}#LINE#00001#WORD#00001", "GSI2PK": "RECEIPT",
-        "GSI2SK": f"{base}#LINE#00001#WORD#00001", "GSI3PK": base, "GSI3SK": "WORD",
-        "GSI4PK": base, "GSI4SK": "3_WORD#00001#00001", "embedding_status": "NONE"}
+    assert {
+        k: word[k]["S"]
+        for k in (
+            "TYPE",
+            "GSI1PK",
+            "GSI1SK",
+            "GSI2PK",
+            "GSI2SK",
+            "GSI3PK",
+            "GSI3SK",
+            "GSI4PK",
+            "GSI4SK",
+            "embedding_status",
+        )
+    } == {
+        "TYPE": "RECEIPT_WORD",
+        "GSI1PK": "EMBEDDING_STATUS#NONE",
+        "GSI1SK": f"WORD#{base}#LINE#00001#WORD#00001",
+        "GSI2PK": "RECEIPT",
+        "GSI2SK": f"{base}#LINE#00001#WORD#00001",
+        "GSI3PK": base,
+        "GSI3SK": "WORD",
+        "GSI4PK": base,
+        "GSI4SK": "3_WORD#00001#00001",
+        "embedding_status": "NONE",
+    }
     # Box (70, 50)-(95, 60) on 100x200, as 0-1 corners with the origin bottom-left.
-    corners = {name: {a: float(v["N"]) for a, v in word[name]["M"].items()}
-               for name in ("top_left", "top_right", "bottom_left", "bottom_right", "bounding_box")}
+    corners = {
+        name: {a: float(v["N"]) for a, v in word[name]["M"].items()}
+        for name in ("top_left", "top_right", "bottom_left", "bottom_right", "bounding_box")
+    }
     assert corners["top_left"] == pytest.approx({"x": 0.70, "y": 0.75})
     assert corners["top_right"] == pytest.approx({"x": 0.95, "y": 0.75})
     assert corners["bottom_left"] == pytest.approx({"x": 0.70, "y": 0.70})
@@ -103,18 +139,45 @@ def test_imported_items_follow_the_spec(fresh_table, raw):
 
     line = by_sk["RECEIPT#00001#LINE#00001"]
     assert {k: line[k]["S"] for k in ("TYPE", "GSI1PK", "GSI1SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK", "text")} == {
-        "TYPE": "RECEIPT_LINE", "GSI1PK": "EMBEDDING_STATUS#NONE", "GSI1SK": f"LINE#{base}#LINE#00001",
-        "GSI3PK": base, "GSI3SK": "LINE", "GSI4PK": base, "GSI4SK": "2_LINE#00001", "text": "1.99 MILK"}
+        "TYPE": "RECEIPT_LINE",
+        "GSI1PK": "EMBEDDING_STATUS#NONE",
+        "GSI1SK": f"LINE#{base}#LINE#00001",
+        "GSI3PK": base,
+        "GSI3SK": "LINE",
+        "GSI4PK": base,
+        "GSI4SK": "2_LINE#00001",
+        "text": "1.99 MILK",
+    }
     assert float(line["bounding_box"]["M"]["width"]["N"]) == pytest.approx(0.90)  # union of both words
 
     label = by_sk["RECEIPT#00001#LINE#00001#WORD#00001#LABEL#LINE_TOTAL"]
     word_key = f"{base}#LINE#00001#WORD#00001"
-    assert {k: label[k]["S"] for k in ("TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK",
-                                       "GSI4PK", "GSI4SK", "validation_status")} == {
-        "TYPE": "RECEIPT_WORD_LABEL", "GSI1PK": "LABEL#LINE_TOTAL" + "_" * 24, "GSI1SK": word_key,
-        "GSI2PK": "RECEIPT", "GSI2SK": word_key, "GSI3PK": "VALIDATION_STATUS#VALID",
-        "GSI3SK": f"{word_key}#LABEL#LINE_TOTAL", "GSI4PK": base, "GSI4SK": "4_LABEL#00001#00001#LINE_TOTAL",
-        "validation_status": "VALID"}
+    assert {
+        k: label[k]["S"]
+        for k in (
+            "TYPE",
+            "GSI1PK",
+            "GSI1SK",
+            "GSI2PK",
+            "GSI2SK",
+            "GSI3PK",
+            "GSI3SK",
+            "GSI4PK",
+            "GSI4SK",
+            "validation_status",
+        )
+    } == {
+        "TYPE": "RECEIPT_WORD_LABEL",
+        "GSI1PK": "LABEL#LINE_TOTAL" + "_" * 24,
+        "GSI1SK": word_key,
+        "GSI2PK": "RECEIPT",
+        "GSI2SK": word_key,
+        "GSI3PK": "VALIDATION_STATUS#VALID",
+        "GSI3SK": f"{word_key}#LABEL#LINE_TOTAL",
+        "GSI4PK": base,
+        "GSI4SK": "4_LABEL#00001#00001#LINE_TOTAL",
+        "validation_status": "VALID",
+    }
     assert len(label["GSI1PK"]["S"]) == 40
     assert TIMESTAMP.match(label["timestamp_added"]["S"])
     assert label["reasoning"] == {"NULL": True} and label["label_consolidated_from"] == {"NULL": True}
@@ -133,35 +196,53 @@ def test_reading_order_and_boxes(fresh_table):
     (receipt,), _ = load_dynamo_receipts(fresh_table)
     assert receipt.id == f"{image_id_for('small-1')}#00001"
     assert [(w.text, w.line, w.label) for w in receipt.words] == [
-        ("ACME", 0, "MERCHANT_NAME"), ("MARKET", 0, "MERCHANT_NAME"), ("MILK", 1, "PRODUCT_NAME"),
-        ("1.99", 1, "LINE_TOTAL"), ("thanks", 2, "O")]
+        ("ACME", 0, "MERCHANT_NAME"),
+        ("MARKET", 0, "MERCHANT_NAME"),
+        ("MILK", 1, "PRODUCT_NAME"),
+        ("1.99", 1, "LINE_TOTAL"),
+        ("thanks", 2, "O"),
+    ]
     assert receipt.words[3].box == pytest.approx((70, 50, 95, 60))
 
 
 def add_label(table: DynamoTable, iid: str, line: int, word: int, label: str, status: str = "VALID") -> None:
     """A label item as the users' labelling tools write it (only the keys the loader reads)."""
     word_key = f"IMAGE#{iid}#RECEIPT#00001#LINE#{line:05d}#WORD#{word:05d}"
-    table.put({"PK": f"IMAGE#{iid}", "SK": f"RECEIPT#00001#LINE#{line:05d}#WORD#{word:05d}#LABEL#{label}",
-               "TYPE": "RECEIPT_WORD_LABEL", "GSI3PK": f"VALIDATION_STATUS#{status}",
-               "GSI3SK": f"{word_key}#LABEL#{label}", "validation_status": status})
+    table.put(
+        {
+            "PK": f"IMAGE#{iid}",
+            "SK": f"RECEIPT#00001#LINE#{line:05d}#WORD#{word:05d}#LABEL#{label}",
+            "TYPE": "RECEIPT_WORD_LABEL",
+            "GSI3PK": f"VALIDATION_STATUS#{status}",
+            "GSI3SK": f"{word_key}#LABEL#{label}",
+            "validation_status": status,
+        }
+    )
 
 
 def test_several_labels_aliases_and_missing_words_are_counted(fresh_table):
     import_receipts([small_receipt()], fresh_table)
     table, iid = DynamoTable(fresh_table), image_id_for("small-1")
-    add_label(table, iid, 0, 1, "DATE")           # ACME: MERCHANT_NAME comes first in the canonical order
-    add_label(table, iid, 1, 2, "PHONE_NUMBER")   # MILK: PHONE_NUMBER (3rd) beats PRODUCT_NAME (12th)
-    add_label(table, iid, 2, 1, "ADDRESS")        # thanks: an old alias
+    add_label(table, iid, 0, 1, "DATE")  # ACME: MERCHANT_NAME comes first in the canonical order
+    add_label(table, iid, 1, 2, "PHONE_NUMBER")  # MILK: PHONE_NUMBER (3rd) beats PRODUCT_NAME (12th)
+    add_label(table, iid, 2, 1, "ADDRESS")  # thanks: an old alias
     add_label(table, iid, 0, 2, "BUSINESS_NAME")  # MARKET: alias of its own label, so not ambiguous
-    add_label(table, iid, 7, 1, "TAX")            # no such word
+    add_label(table, iid, 7, 1, "TAX")  # no such word
     add_label(table, iid, 1, 1, "TOTAL_DUE", status="PENDING")
 
     (receipt,), report = load_dynamo_receipts(fresh_table)
-    assert [w.label for w in receipt.words] == ["MERCHANT_NAME", "MERCHANT_NAME", "PHONE_NUMBER", "LINE_TOTAL",
-                                                "ADDRESS_LINE"]
-    assert report.dropped == {"word with several VALID labels: kept MERCHANT_NAME over DATE": 1,
-                              "word with several VALID labels: kept PHONE_NUMBER over PRODUCT_NAME": 1,
-                              "label whose word is missing": 1}
+    assert [w.label for w in receipt.words] == [
+        "MERCHANT_NAME",
+        "MERCHANT_NAME",
+        "PHONE_NUMBER",
+        "LINE_TOTAL",
+        "ADDRESS_LINE",
+    ]
+    assert report.dropped == {
+        "word with several VALID labels: kept MERCHANT_NAME over DATE": 1,
+        "word with several VALID labels: kept PHONE_NUMBER over PRODUCT_NAME": 1,
+        "label whose word is missing": 1,
+    }
 
     (receipt,), report = load_dynamo_receipts(fresh_table, statuses=("VALID", "PENDING"))
     assert receipt.words[3].label == "LINE_TOTAL"  # unknown names rank after the canonical ones

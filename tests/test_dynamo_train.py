@@ -31,9 +31,26 @@ def run(*args):
 
 def phase1(table: str, output_dir, s3_uri: str) -> list[str]:
     """The seed's Phase 1 command, with a tiny model and small batches for speed."""
-    args = ["train", "--job-name", JOB, "--dynamo-table", table, "--epochs", "2", "--batch-size", "8",
-            "--lr", "6e-5", "--warmup-ratio", "0.2", "--label-smoothing", "0.1", "--o-entity-ratio", "2.0",
-            "--merge-amounts"]
+    args = [
+        "train",
+        "--job-name",
+        JOB,
+        "--dynamo-table",
+        table,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "6e-5",
+        "--warmup-ratio",
+        "0.2",
+        "--label-smoothing",
+        "0.1",
+        "--o-entity-ratio",
+        "2.0",
+        "--merge-amounts",
+    ]
     for label in ALLOWED:
         args += ["--allowed-label", label]
     return args + ["--pretrained", "tiny", "--output-dir", str(output_dir), "--output-s3-uri", s3_uri]
@@ -86,8 +103,15 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     result = run(*phase1(missing, tmp_path / "no-table", f"s3://{bucket}/runs"))
     one_sentence_error(result, f"DynamoDB table {missing} not found")
     # neither left a job behind
-    assert ddb.query(TableName=table, IndexName="GSI2", KeyConditionExpression="GSI2PK = :n",
-                     ExpressionAttributeValues={":n": {"S": f"JOB_NAME#{JOB}"}})["Items"] == []
+    assert (
+        ddb.query(
+            TableName=table,
+            IndexName="GSI2",
+            KeyConditionExpression="GSI2PK = :n",
+            ExpressionAttributeValues={":n": {"S": f"JOB_NAME#{JOB}"}},
+        )["Items"]
+        == []
+    )
 
     # --- Phase 1 ---------------------------------------------------------------------
     out = tmp_path / "run"
@@ -96,8 +120,12 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     assert "succeeded" in result.output and "best val F1" in result.output
 
     # jobs by status: the seed's exact query
-    items = ddb.query(TableName=table, IndexName="GSI1", KeyConditionExpression="GSI1PK = :status",
-                      ExpressionAttributeValues={":status": {"S": "STATUS#succeeded"}})["Items"]
+    items = ddb.query(
+        TableName=table,
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :status",
+        ExpressionAttributeValues={":status": {"S": "STATUS#succeeded"}},
+    )["Items"]
     jobs = [i for i in items if i["TYPE"]["S"] == "JOB"]
     assert len(jobs) == 1 and jobs[0]["name"]["S"] == JOB and jobs[0]["status"]["S"] == "succeeded"
     job = jobs[0]
@@ -113,23 +141,35 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     assert 0 <= float(results["best_f1"]["N"]) <= 1 and int(results["epochs_completed"]["N"]) == 2
 
     storage = {k: v["S"] for k, v in job["storage"]["M"].items()}
-    assert storage == {"bucket": bucket, "run_root_prefix": f"runs/{JOB}/",
-                       "checkpoints_prefix": f"runs/{JOB}/checkpoints/", "best_prefix": f"runs/{JOB}/best/",
-                       "logs_prefix": f"runs/{JOB}/logs/"}
+    assert storage == {
+        "bucket": bucket,
+        "run_root_prefix": f"runs/{JOB}/",
+        "checkpoints_prefix": f"runs/{JOB}/checkpoints/",
+        "best_prefix": f"runs/{JOB}/best/",
+        "logs_prefix": f"runs/{JOB}/logs/",
+    }
     assert all(v.endswith("/") for k, v in storage.items() if k.endswith("_prefix"))
 
     pk = {":pk": {"S": f"JOB#{job_id}"}}
 
     def under(prefix: str) -> list[dict]:
-        return ddb.query(TableName=table, KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
-                         ExpressionAttributeValues={**pk, ":sk": {"S": prefix}})["Items"]
+        return ddb.query(
+            TableName=table,
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :sk)",
+            ExpressionAttributeValues={**pk, ":sk": {"S": prefix}},
+        )["Items"]
 
     # status history, oldest first
     assert [i["status"]["S"] for i in under("STATUS#")] == ["pending", "running", "succeeded"]
 
     # a job by name
-    named = ddb.query(TableName=table, IndexName="GSI2", KeyConditionExpression="GSI2PK = :n",
-                      ExpressionAttributeValues={":n": {"S": f"JOB_NAME#{JOB}"}}, ScanIndexForward=False)["Items"]
+    named = ddb.query(
+        TableName=table,
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :n",
+        ExpressionAttributeValues={":n": {"S": f"JOB_NAME#{JOB}"}},
+        ScanIndexForward=False,
+    )["Items"]
     assert [i["PK"]["S"] for i in named] == [f"JOB#{job_id}"]
 
     # one metric of the job: the trailing '#' keeps val_f1 apart from other names
@@ -153,13 +193,17 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     best_row = next(c for c in checkpoints if c["is_best"]["BOOL"])
     assert best_row["s3_key"]["S"] == storage["best_prefix"]
 
-    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-            for o in page.get("Contents", [])}
+    keys = {
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    }
     assert f"runs/{JOB}/best/model.safetensors" in keys
     assert f"runs/{JOB}/best/label_map.json" in keys
     assert f"runs/{JOB}/logs/run.json" in keys
-    assert any(k.startswith(f"runs/{JOB}/checkpoints/checkpoint-") and k.endswith("/model.safetensors")
-               for k in keys), sorted(keys)
+    assert any(
+        k.startswith(f"runs/{JOB}/checkpoints/checkpoint-") and k.endswith("/model.safetensors") for k in keys
+    ), sorted(keys)
     for c in checkpoints:  # every checkpoint row points at uploaded files
         assert any(k.startswith(c["s3_key"]["S"]) for k in keys), c["s3_key"]["S"]
     run_json = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/{JOB}/logs/run.json")["Body"].read())

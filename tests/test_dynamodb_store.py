@@ -7,9 +7,9 @@ import uuid
 
 import boto3
 import pytest
+from aws_servers import free_port
 from botocore.exceptions import ClientError
 
-from aws_servers import free_port
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.store import JobStore
 from receipt_layoutlm.store.dynamodb import DynamoTable, create_table, explain
@@ -37,6 +37,7 @@ def key(item: dict) -> tuple[str, str]:
 
 # --- the users' queries -------------------------------------------------------------------
 
+
 def test_seed_query_finds_succeeded_jobs(fresh_table, raw):
     store = JobStore(DynamoTable(fresh_table))
     job = store.create_job("receipts-v1", {"epochs": 3})
@@ -45,27 +46,51 @@ def test_seed_query_finds_succeeded_jobs(fresh_table, raw):
     store.update_job(job, status="succeeded", message="done")
     store.update_job(other, status="failed")
 
-    response = raw.query(TableName=fresh_table, IndexName="GSI1", KeyConditionExpression="GSI1PK = :status",
-                         ExpressionAttributeValues={":status": {"S": "STATUS#succeeded"}})
+    response = raw.query(
+        TableName=fresh_table,
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :status",
+        ExpressionAttributeValues={":status": {"S": "STATUS#succeeded"}},
+    )
     jobs = [i for i in response["Items"] if i["TYPE"]["S"] == "JOB"]
     assert [i["PK"]["S"] for i in jobs] == [f"JOB#{job.job_id}"]
     assert {i["TYPE"]["S"] for i in response["Items"]} == {"JOB", "JOB_STATUS"}
     # The job left the `pending` partition: only its history row stays there.
-    pending = raw.query(TableName=fresh_table, IndexName="GSI1", KeyConditionExpression="GSI1PK = :s",
-                        ExpressionAttributeValues={":s": {"S": "STATUS#pending"}})["Items"]
+    pending = raw.query(
+        TableName=fresh_table,
+        IndexName="GSI1",
+        KeyConditionExpression="GSI1PK = :s",
+        ExpressionAttributeValues={":s": {"S": "STATUS#pending"}},
+    )["Items"]
     assert {i["TYPE"]["S"] for i in pending} == {"JOB_STATUS"}
     # By name, newest first (GSI2).
-    named = raw.query(TableName=fresh_table, IndexName="GSI2", KeyConditionExpression="GSI2PK = :n",
-                      ExpressionAttributeValues={":n": {"S": "JOB_NAME#receipts-v1"}}, ScanIndexForward=False)
+    named = raw.query(
+        TableName=fresh_table,
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :n",
+        ExpressionAttributeValues={":n": {"S": "JOB_NAME#receipts-v1"}},
+        ScanIndexForward=False,
+    )
     assert [key(i) for i in named["Items"]] == [(f"JOB#{job.job_id}", "JOB")]
 
 
 def test_job_item_format(fresh_table, raw):
     store = JobStore(DynamoTable(fresh_table))
-    config = {"lr": 5e-05, "epochs": 3, "merge_amounts": True, "allowed_labels": ["DATE", "TIME"],
-              "o_entity_ratio": None, "nested": {"a": 1}}
-    storage = {"bucket": "b", "run_root_prefix": "runs/x/", "checkpoints_prefix": "runs/x/checkpoints/",
-               "best_prefix": "runs/x/best/", "logs_prefix": "runs/x/logs/"}
+    config = {
+        "lr": 5e-05,
+        "epochs": 3,
+        "merge_amounts": True,
+        "allowed_labels": ["DATE", "TIME"],
+        "o_entity_ratio": None,
+        "nested": {"a": 1},
+    }
+    storage = {
+        "bucket": "b",
+        "run_root_prefix": "runs/x/",
+        "checkpoints_prefix": "runs/x/checkpoints/",
+        "best_prefix": "runs/x/best/",
+        "logs_prefix": "runs/x/logs/",
+    }
     job = store.create_job("fmt", config, description="a test", priority="high", storage=storage)
 
     item = raw.get_item(TableName=fresh_table, Key={"PK": {"S": f"JOB#{job.job_id}"}, "SK": {"S": "JOB"}})["Item"]
@@ -80,9 +105,13 @@ def test_job_item_format(fresh_table, raw):
         assert item[name] == {"S": value}
     assert set(item["created_by"]) == {"S"}
     assert item["job_config"]["M"] == {
-        "lr": {"N": "5e-05"}, "epochs": {"N": "3"}, "merge_amounts": {"BOOL": True},
-        "allowed_labels": {"L": [{"S": "DATE"}, {"S": "TIME"}]}, "o_entity_ratio": {"NULL": True},
-        "nested": {"M": {"a": {"N": "1"}}}}
+        "lr": {"N": "5e-05"},
+        "epochs": {"N": "3"},
+        "merge_amounts": {"BOOL": True},
+        "allowed_labels": {"L": [{"S": "DATE"}, {"S": "TIME"}]},
+        "o_entity_ratio": {"NULL": True},
+        "nested": {"M": {"a": {"N": "1"}}},
+    }
     assert item["storage"]["M"]["checkpoints_prefix"] == {"S": "runs/x/checkpoints/"}
     assert "results" not in item and "tags" not in item  # empty optional maps are left out
     assert "job_id" not in item
@@ -93,13 +122,27 @@ def test_history_metric_log_and_checkpoint_items(fresh_table, raw):
     job = store.create_job("items", {})
     jid = job.job_id
     store.update_job(job, status="running", message="epoch 1", progress=12.4)
-    store.add_metrics(jid, [{"name": "val_f1", "value": 0.5, "step": 10, "epoch": 1, "unit": "ratio"},
-                            {"name": "confusion", "value": {"DATE": {"DATE": 3}}, "unit": "matrix"}])
+    store.add_metrics(
+        jid,
+        [
+            {"name": "val_f1", "value": 0.5, "step": 10, "epoch": 1, "unit": "ratio"},
+            {"name": "confusion", "value": {"DATE": {"DATE": 3}}, "unit": "matrix"},
+        ],
+    )
     store.add_log(jid, "INFO", {"type": "run_config", "data": {"lr": 1e-4}}, source="trainer")
-    store.add_checkpoint(jid, "bucket", "runs/items/checkpoints/checkpoint-10/", 1234, step=10, epoch=1,
-                         is_best=True, metrics={"val_f1": 0.5})
-    items = raw.query(TableName=fresh_table, KeyConditionExpression="PK = :pk",
-                      ExpressionAttributeValues={":pk": {"S": f"JOB#{jid}"}})["Items"]
+    store.add_checkpoint(
+        jid,
+        "bucket",
+        "runs/items/checkpoints/checkpoint-10/",
+        1234,
+        step=10,
+        epoch=1,
+        is_best=True,
+        metrics={"val_f1": 0.5},
+    )
+    items = raw.query(
+        TableName=fresh_table, KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": {"S": f"JOB#{jid}"}}
+    )["Items"]
     by_type: dict[str, list] = {}
     for item in items:
         by_type.setdefault(item["TYPE"]["S"], []).append(item)
@@ -122,20 +165,27 @@ def test_history_metric_log_and_checkpoint_items(fresh_table, raw):
     matrix = next(i for i in by_type["JOB_METRIC"] if i["metric_name"]["S"] == "confusion")
     assert matrix["value"] == {"M": {"DATE": {"M": {"DATE": {"N": "3"}}}}}
 
-    log, = by_type["JOB_LOG"]
+    (log,) = by_type["JOB_LOG"]
     assert log["SK"]["S"].startswith("LOG#") and TIMESTAMP.match(log["SK"]["S"][4:])
     assert (log["GSI1PK"], log["GSI1SK"]) == ({"S": "LOG"}, {"S": f"JOB#{jid}#{log['SK']['S'][4:]}"})
     assert log["log_level"] == {"S": "INFO"} and log["source"] == {"S": "trainer"}
     assert log["message"]["S"].startswith('{"type": "run_config"')
 
-    ckpt, = by_type["JOB_CHECKPOINT"]
+    (ckpt,) = by_type["JOB_CHECKPOINT"]
     ts = ckpt["timestamp"]["S"]
     assert key(ckpt) == (f"JOB#{jid}", f"CHECKPOINT#{ts}")
     assert (ckpt["GSI1PK"], ckpt["GSI1SK"]) == ({"S": "CHECKPOINT"}, {"S": f"JOB#{jid}#{ts}"})
-    assert {k: ckpt[k] for k in ("s3_bucket", "size_bytes", "step", "epoch", "model_state", "optimizer_state",
-                                 "is_best")} == {
-        "s3_bucket": {"S": "bucket"}, "size_bytes": {"N": "1234"}, "step": {"N": "10"}, "epoch": {"N": "1"},
-        "model_state": {"BOOL": True}, "optimizer_state": {"BOOL": True}, "is_best": {"BOOL": True}}
+    assert {
+        k: ckpt[k] for k in ("s3_bucket", "size_bytes", "step", "epoch", "model_state", "optimizer_state", "is_best")
+    } == {
+        "s3_bucket": {"S": "bucket"},
+        "size_bytes": {"N": "1234"},
+        "step": {"N": "10"},
+        "epoch": {"N": "1"},
+        "model_state": {"BOOL": True},
+        "optimizer_state": {"BOOL": True},
+        "is_best": {"BOOL": True},
+    }
     assert ckpt["metrics"] == {"M": {"val_f1": {"N": "0.5"}}}
 
 
@@ -146,17 +196,25 @@ def test_metrics_by_name_keep_the_trailing_hash(fresh_table, raw):
     store.add_metrics(a.job_id, [{"name": "val_f1_macro", "value": 0.9}])
     store.add_metrics(b.job_id, [{"name": "val_f1", "value": 0.7}])
 
-    response = raw.query(TableName=fresh_table, KeyConditionExpression="PK = :pk AND begins_with(SK, :m)",
-                         ExpressionAttributeValues={":pk": {"S": f"JOB#{a.job_id}"}, ":m": {"S": "METRIC#val_f1#"}})
+    response = raw.query(
+        TableName=fresh_table,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :m)",
+        ExpressionAttributeValues={":pk": {"S": f"JOB#{a.job_id}"}, ":m": {"S": "METRIC#val_f1#"}},
+    )
     assert [i["value"]["N"] for i in response["Items"]] == ["0.1", "0.2", "0.3"]
     assert [m["value"] for m in store.metrics(a.job_id, "val_f1")] == [0.1, 0.2, 0.3]
     assert len(store.metrics(a.job_id)) == 4
-    across = raw.query(TableName=fresh_table, IndexName="GSI2", KeyConditionExpression="GSI2PK = :m",
-                       ExpressionAttributeValues={":m": {"S": "METRIC#val_f1"}})["Items"]
+    across = raw.query(
+        TableName=fresh_table,
+        IndexName="GSI2",
+        KeyConditionExpression="GSI2PK = :m",
+        ExpressionAttributeValues={":m": {"S": "METRIC#val_f1"}},
+    )["Items"]
     assert sorted(i["job_id"]["S"] for i in across) == sorted([a.job_id] * 3 + [b.job_id])
 
 
 # --- the same behaviour on both backends ------------------------------------------------------
+
 
 def test_job_store_reads_back_what_it_wrote(table):
     store = JobStore(table)
@@ -177,7 +235,11 @@ def test_job_store_reads_back_what_it_wrote(table):
     assert store.resolve("run").job_id == second.job_id
     again = store.get_job(first.job_id)
     assert (again.status, again.results, again.tags, again.job_config) == (
-        "succeeded", {"best_f1": 0.81, "label_list": ["O", "B-DATE"]}, {"team": "ml"}, {"epochs": 1})
+        "succeeded",
+        {"best_f1": 0.81, "label_list": ["O", "B-DATE"]},
+        {"team": "ml"},
+        {"epochs": 1},
+    )
     assert [h["status"] for h in store.status_history(first.job_id)] == ["pending", "running", "succeeded"]
     assert [m["value"] for m in store.metrics(first.job_id, "val_f1")] == [0.8]
     assert [(e["log_level"], e["message"]) for e in store.logs(first.job_id)] == [("WARNING", "slow")]
@@ -198,14 +260,22 @@ def test_put_refuses_existing_items_and_put_many_replaces(table):
 
 
 def test_query_by_type_and_filter(table):
-    table.put_many([{"PK": f"P#{i}", "SK": "S", "TYPE": "A" if i % 2 else "B", "GSI1PK": "G", "GSI1SK": f"{i:03d}"}
-                    for i in range(6)])
+    table.put_many(
+        [
+            {"PK": f"P#{i}", "SK": "S", "TYPE": "A" if i % 2 else "B", "GSI1PK": "G", "GSI1SK": f"{i:03d}"}
+            for i in range(6)
+        ]
+    )
     assert sorted(i["PK"] for i in table.query("A", index="GSITYPE")) == ["P#1", "P#3", "P#5"]
-    assert [i["PK"] for i in table.query("G", "00", index="GSI1", forward=False, type_filter="B")] == \
-        ["P#4", "P#2", "P#0"]
+    assert [i["PK"] for i in table.query("G", "00", index="GSI1", forward=False, type_filter="B")] == [
+        "P#4",
+        "P#2",
+        "P#0",
+    ]
 
 
 # --- paging and batching on DynamoDB ------------------------------------------------------------
+
 
 def count_calls(table: DynamoTable, operation: str) -> list:
     """Record each call of one client operation (the real call still runs)."""
@@ -268,6 +338,7 @@ def test_gsitype_has_no_sort_key(fresh_table):
 
 # --- errors a user can fix ---------------------------------------------------------------------
 
+
 def test_missing_table(aws_env):
     with pytest.raises(UserError, match=r"DynamoDB table no-such-table not found in region us-east-1.*create-table"):
         JobStore(DynamoTable("no-such-table")).get_job("x")
@@ -275,11 +346,15 @@ def test_missing_table(aws_env):
 
 def test_table_without_the_indexes(aws_env, raw):
     name = f"bare-{uuid.uuid4().hex[:8]}"
-    raw.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
-                                           {"AttributeName": "SK", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
-                                {"AttributeName": "SK", "KeyType": "RANGE"}])
+    raw.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+    )
     with pytest.raises(UserError, match=f"{name} lacks .*GSI1, GSI2, GSI3, GSI4, GSITYPE"):
         DynamoTable(name).get("a", "b")
 
@@ -306,8 +381,9 @@ def test_create_table_twice(fresh_table):
 @pytest.mark.parametrize("code", ["AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"])
 def test_refused_credentials_are_explained(code):
     """DynamoDB Local accepts any key, so the mapping of AWS's refusals is checked directly."""
-    error = ClientError({"Error": {"Code": code, "Message": "User: arn:aws:iam::1:user/x is not authorized"}},
-                        "DescribeTable")
+    error = ClientError(
+        {"Error": {"Code": code, "Message": "User: arn:aws:iam::1:user/x is not authorized"}}, "DescribeTable"
+    )
     message = str(explain(error, "Receipts", "eu-west-1", "https://dynamodb.eu-west-1.amazonaws.com"))
     assert message.startswith("AWS refused access to DynamoDB table Receipts in region eu-west-1")
     assert code in message and "AWS_PROFILE" in message

@@ -2,8 +2,15 @@
 
 import pytest
 
-from receipt_layoutlm.training.features import IGNORE, Window, build_examples, merge_predictions, plan_windows, sequences
 from receipt_layoutlm.model import load_tokenizer, minilm_dir
+from receipt_layoutlm.training.features import (
+    IGNORE,
+    Window,
+    build_examples,
+    merge_predictions,
+    plan_windows,
+    sequences,
+)
 from receipt_layoutlm.training.recipe import TaggedReceipt
 
 
@@ -18,8 +25,13 @@ def test_offline_tokenizer_has_the_full_wordpiece_vocabulary(tokenizer):
 
 
 def test_only_first_subtoken_is_supervised_and_boxes_are_inherited(tokenizer):
-    r = TaggedReceipt("r", ["TRADER", "JOE'S", "0.99"], [[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]], [0, 0, 1],
-                      ["B-MERCHANT_NAME", "I-MERCHANT_NAME", "B-AMOUNT"])
+    r = TaggedReceipt(
+        "r",
+        ["TRADER", "JOE'S", "0.99"],
+        [[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]],
+        [0, 0, 1],
+        ["B-MERCHANT_NAME", "I-MERCHANT_NAME", "B-AMOUNT"],
+    )
     label2id = {"O": 0, "B-MERCHANT_NAME": 1, "I-MERCHANT_NAME": 2, "B-AMOUNT": 3, "I-AMOUNT": 4}
     (ex,), (win,) = build_examples(sequences([r], "receipt"), tokenizer, label2id)
     joe = tokenizer("JOE'S", add_special_tokens=False)["input_ids"]
@@ -29,8 +41,8 @@ def test_only_first_subtoken_is_supervised_and_boxes_are_inherited(tokenizer):
     assert ex["bbox"][0] == [0, 0, 0, 0] and ex["bbox"][-1] == [1000] * 4
     # word 1 starts at position 2 and spans len(joe) tokens; only its first is labelled
     assert win.words[:2] == [(0, 1), (1, 2)]
-    assert ex["labels"][2: 2 + len(joe)] == [2] + [IGNORE] * (len(joe) - 1)
-    assert ex["bbox"][2: 2 + len(joe)] == [[5, 6, 7, 8]] * len(joe)
+    assert ex["labels"][2 : 2 + len(joe)] == [2] + [IGNORE] * (len(joe) - 1)
+    assert ex["bbox"][2 : 2 + len(joe)] == [[5, 6, 7, 8]] * len(joe)
     assert sum(l != IGNORE for l in ex["labels"]) == 3
 
 
@@ -51,7 +63,7 @@ def test_windows_cover_every_word_within_budget_and_overlap():
         covered.update(range(s, e))
         if nxt:
             assert nxt[0] < e, "consecutive windows overlap"
-            assert sum(lengths[nxt[0]:e]) <= 4
+            assert sum(lengths[nxt[0] : e]) <= 4
             assert nxt[0] > s, "progress"
     assert covered == set(range(len(lengths)))
     assert plan_windows([30, 1], max_tokens=10, overlap=2) == [(0, 1), (1, 2)]
@@ -67,13 +79,19 @@ def test_long_receipt_is_windowed_and_predictions_merge_per_word(tokenizer):
     preds = [[k] * 64 for k in range(len(windows))]
     tags = merge_predictions(preds, windows, [n], {k: f"W{k}" for k in range(len(windows))})[0]
     for w in range(n):
-        holders = [(min(i, len(win.words) - 1 - i), k) for k, win in enumerate(windows)
-                   for i, (ww, _) in enumerate(win.words) if ww == w]
+        holders = [
+            (min(i, len(win.words) - 1 - i), k)
+            for k, win in enumerate(windows)
+            for i, (ww, _) in enumerate(win.words)
+            if ww == w
+        ]
         best = max(holders, key=lambda h: h[0])[0]
         assert tags[w] in {f"W{k}" for c, k in holders if c == best}
 
 
 def test_merge_handles_words_of_several_sequences():
     windows = [Window(0, [(0, 1), (1, 2)]), Window(1, [(0, 1)])]
-    assert merge_predictions([[0, 1, 2], [0, 2, 0]], windows, [2, 1], {0: "O", 1: "B-X", 2: "I-X"}) == \
-        [["B-X", "I-X"], ["I-X"]]
+    assert merge_predictions([[0, 1, 2], [0, 2, 0]], windows, [2, 1], {0: "O", 1: "B-X", 2: "I-X"}) == [
+        ["B-X", "I-X"],
+        ["I-X"],
+    ]

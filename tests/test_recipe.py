@@ -2,26 +2,43 @@
 
 import pytest
 
-from receipt_layoutlm.sources import Receipt, Word
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.labels import final_label, normalise_label, resolve_allowed_labels
-from receipt_layoutlm.training.recipe import (bio_tags, build_label_list, normalize_box, split_ids, tag_receipts,
-                                     thin_o_lines)
-from receipt_layoutlm.training.run import TrainConfig, prepare_data
+from receipt_layoutlm.sources import Receipt, Word
+from receipt_layoutlm.training.config import TrainConfig
+from receipt_layoutlm.training.recipe import (
+    bio_tags,
+    build_label_list,
+    normalize_box,
+    split_ids,
+    tag_receipts,
+    thin_o_lines,
+)
+from receipt_layoutlm.training.run import prepare_data
 
 
 def receipt(rid, rows):
     """rows: list of lines, each a list of (text, label)."""
-    words = [Word(text, (10 * k, 10 * i, 10 * k + 8, 10 * i + 8), i, label)
-             for i, row in enumerate(rows) for k, (text, label) in enumerate(row)]
+    words = [
+        Word(text, (10 * k, 10 * i, 10 * k + 8, 10 * i + 8), i, label)
+        for i, row in enumerate(rows)
+        for k, (text, label) in enumerate(row)
+    ]
     return Receipt(rid, 100, 100, words)
 
 
 def test_bio_continues_only_within_a_line():
     labels = ["MERCHANT_NAME", "MERCHANT_NAME", "MERCHANT_NAME", "O", "DATE", "TIME", "TIME"]
     lines = [0, 0, 1, 1, 2, 2, 2]
-    assert bio_tags(labels, lines) == ["B-MERCHANT_NAME", "I-MERCHANT_NAME", "B-MERCHANT_NAME", "O",
-                                       "B-DATE", "B-TIME", "I-TIME"]
+    assert bio_tags(labels, lines) == [
+        "B-MERCHANT_NAME",
+        "I-MERCHANT_NAME",
+        "B-MERCHANT_NAME",
+        "O",
+        "B-DATE",
+        "B-TIME",
+        "I-TIME",
+    ]
 
 
 def test_merge_amounts_keeps_unit_price_and_whitelist_blanks_the_rest():

@@ -10,8 +10,23 @@ import time
 
 from receipt_layoutlm.store import open_store
 
-ARGS = ["--job-name", "spot", "--dataset", "demo:60", "--pretrained", "tiny", "--epochs", "3", "--batch-size", "2",
-        "--merge-amounts", "--allowed-label", "DATE", "--allowed-label", "AMOUNT"]
+ARGS = [
+    "--job-name",
+    "spot",
+    "--dataset",
+    "demo:60",
+    "--pretrained",
+    "tiny",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "2",
+    "--merge-amounts",
+    "--allowed-label",
+    "DATE",
+    "--allowed-label",
+    "AMOUNT",
+]
 
 
 def cli(*args, env):
@@ -22,8 +37,13 @@ def test_sigterm_then_resume(tmp_path):
     env = {**os.environ, "LAYOUTLM_JOB_STORE": f"sqlite:///{tmp_path / 'jobs.db'}"}
     env.pop("DYNAMO_TABLE_NAME", None)
     out = tmp_path / "spot"
-    proc = subprocess.Popen(cli("train", *ARGS, "--output-dir", out, env=env), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cli("train", *ARGS, "--output-dir", out, env=env),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 240
     # Wait until the first epoch's checkpoint exists, so the stop comes mid-training.
     while time.time() < deadline and not list(out.glob("checkpoint-*")) and proc.poll() is None:
@@ -42,13 +62,23 @@ def test_sigterm_then_resume(tmp_path):
     assert steps and (out / "best" / "model.safetensors").exists(), "best/ is written even when stopped"
 
     # Resuming with other labels would load an incompatible checkpoint: refused, nothing lost.
-    changed = subprocess.run(cli("train", *ARGS, "--allowed-label", "TIME", "--output-dir", out, "--resume", env=env),
-                             env=env, text=True, capture_output=True, timeout=240)
+    changed = subprocess.run(
+        cli("train", *ARGS, "--allowed-label", "TIME", "--output-dir", out, "--resume", env=env),
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=240,
+    )
     assert changed.returncode == 2 and "resume with the original flags" in changed.stdout + changed.stderr
     assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == steps
 
-    done = subprocess.run(cli("train", *ARGS, "--output-dir", out, "--resume", env=env), env=env, text=True,
-                          capture_output=True, timeout=400)
+    done = subprocess.run(
+        cli("train", *ARGS, "--output-dir", out, "--resume", env=env),
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     job = store.get_job(job.job_id)
     assert job.status == "succeeded" and store.list_jobs("interrupted") == []

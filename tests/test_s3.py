@@ -8,8 +8,8 @@ import uuid
 
 import boto3
 import pytest
-
 from aws_servers import free_port
+
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.s3 import S3Sync, UploadError, parse_s3_uri
 
@@ -32,8 +32,12 @@ def test_parse_s3_uri():
 
 def test_run_prefixes(aws_env):
     assert S3Sync("s3://b/training/", "job-1").storage == {
-        "bucket": "b", "run_root_prefix": "training/job-1/", "checkpoints_prefix": "training/job-1/checkpoints/",
-        "best_prefix": "training/job-1/best/", "logs_prefix": "training/job-1/logs/"}
+        "bucket": "b",
+        "run_root_prefix": "training/job-1/",
+        "checkpoints_prefix": "training/job-1/checkpoints/",
+        "best_prefix": "training/job-1/best/",
+        "logs_prefix": "training/job-1/logs/",
+    }
     plain = S3Sync("s3://b", "job-1")
     assert (plain.run_root_prefix, plain.best_prefix) == ("job-1/", "job-1/best/")
 

@@ -16,8 +16,9 @@ def store(tmp_path):
 
 
 def test_job_lifecycle_items_and_queries(store):
-    job = store.create_job("receipts-validate", {"lr": 6e-5, "merge_amounts": True, "allowed_labels": ["DATE"],
-                                                 "o_entity_ratio": None})
+    job = store.create_job(
+        "receipts-validate", {"lr": 6e-5, "merge_amounts": True, "allowed_labels": ["DATE"], "o_entity_ratio": None}
+    )
     item = store.table.get(f"JOB#{job.job_id}", "JOB")
     assert item["TYPE"] == "JOB" and item["GSI1PK"] == "STATUS#pending" and TS.match(item["created_at"])
     assert item["GSI1SK"] == f"CREATED#{item['created_at']}" and item["GSI2PK"] == "JOB_NAME#receipts-validate"
@@ -43,10 +44,15 @@ def test_job_lifecycle_items_and_queries(store):
 
 def test_metrics_by_name_need_the_trailing_hash(store):
     job = store.create_job("m", {})
-    store.add_metrics(job.job_id, [{"name": "val_f1", "value": 0.1, "step": 10, "epoch": 1, "unit": "ratio"},
-                                   {"name": "val_f1_macro", "value": 0.2, "step": 10, "epoch": 1},
-                                   {"name": "val_f1", "value": 0.3, "step": 20, "epoch": 2, "unit": "ratio"},
-                                   {"name": "confusion", "value": {"DATE": {"DATE": 3}}, "unit": "matrix"}])
+    store.add_metrics(
+        job.job_id,
+        [
+            {"name": "val_f1", "value": 0.1, "step": 10, "epoch": 1, "unit": "ratio"},
+            {"name": "val_f1_macro", "value": 0.2, "step": 10, "epoch": 1},
+            {"name": "val_f1", "value": 0.3, "step": 20, "epoch": 2, "unit": "ratio"},
+            {"name": "confusion", "value": {"DATE": {"DATE": 3}}, "unit": "matrix"},
+        ],
+    )
     rows = store.metrics(job.job_id, "val_f1")
     assert [r["value"] for r in rows] == [0.1, 0.3] and [r["epoch"] for r in rows] == [1, 2]
     assert all(r["SK"].startswith("METRIC#val_f1#") and TS.match(r["timestamp"]) for r in rows)
@@ -65,7 +71,9 @@ def test_logs_and_unknown_store_uri(store):
     job = store.create_job("l", {})
     store.add_log(job.job_id, "INFO", {"type": "run_config", "data": {"a": 1}})
     (log,) = store.logs(job.job_id)
-    assert log["TYPE"] == "JOB_LOG" and log["log_level"] == "INFO" and log["message"].startswith('{"type": "run_config"')
+    assert (
+        log["TYPE"] == "JOB_LOG" and log["log_level"] == "INFO" and log["message"].startswith('{"type": "run_config"')
+    )
     assert log["GSI1PK"] == "LOG"
     with pytest.raises(UserError, match="Unknown job store"):
         open_store("postgres://x")

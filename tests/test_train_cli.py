@@ -10,9 +10,25 @@ from receipt_layoutlm.cli import cli
 from receipt_layoutlm.store import open_store
 
 WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"
-RECIPE = ["--merge-amounts", "--o-entity-ratio", "0.3", "--allowed-label", "MERCHANT_NAME",
-          "--allowed-label", "DATE", "--allowed-label", "TIME", "--allowed-label", "PRODUCT_NAME",
-          "--allowed-label", "AMOUNT", "--warmup-ratio", "0.2", "--label-smoothing", "0.1"]
+RECIPE = [
+    "--merge-amounts",
+    "--o-entity-ratio",
+    "0.3",
+    "--allowed-label",
+    "MERCHANT_NAME",
+    "--allowed-label",
+    "DATE",
+    "--allowed-label",
+    "TIME",
+    "--allowed-label",
+    "PRODUCT_NAME",
+    "--allowed-label",
+    "AMOUNT",
+    "--warmup-ratio",
+    "0.2",
+    "--label-smoothing",
+    "0.1",
+]
 
 
 @pytest.fixture
@@ -29,8 +45,24 @@ def run(*args):
 
 
 def train(tmp_path, name, *extra, dataset="demo:40"):
-    return run("train", "--job-name", name, "--dataset", dataset, "--pretrained", "tiny", "--epochs", "2",
-               "--batch-size", "4", "--lr", "5e-4", "--output-dir", tmp_path / name, *extra)
+    return run(
+        "train",
+        "--job-name",
+        name,
+        "--dataset",
+        dataset,
+        "--pretrained",
+        "tiny",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "5e-4",
+        "--output-dir",
+        tmp_path / name,
+        *extra,
+    )
 
 
 def test_train_on_demo_records_everything(env):
@@ -47,10 +79,21 @@ def test_train_on_demo_records_everything(env):
     f1 = store.metrics(job.job_id, "val_f1")
     assert [m["epoch"] for m in f1] == [1, 2] and all(m["step"] > 0 for m in f1)
     names = {m["metric_name"] for m in store.metrics(job.job_id)}
-    for expected in ("val_precision", "val_recall", "eval_loss", "train_loss", "learning_rate",
-                     "label_AMOUNT_f1", "label_DATE_precision", "label_TIME_recall", "label_MERCHANT_NAME_support",
-                     "dataset_train_receipts", "dataset_o_entity_ratio_before", "dataset_o_entity_ratio_after",
-                     "dataset_lines_dropped"):
+    for expected in (
+        "val_precision",
+        "val_recall",
+        "eval_loss",
+        "train_loss",
+        "learning_rate",
+        "label_AMOUNT_f1",
+        "label_DATE_precision",
+        "label_TIME_recall",
+        "label_MERCHANT_NAME_support",
+        "dataset_train_receipts",
+        "dataset_o_entity_ratio_before",
+        "dataset_o_entity_ratio_after",
+        "dataset_lines_dropped",
+    ):
         assert expected in names, expected
     support = store.metrics(job.job_id, "label_AMOUNT_support")[0]["value"]
     assert isinstance(support, int) and support > 0
@@ -106,8 +149,13 @@ def test_same_seed_same_data_same_metrics(env):
     for name in ("again-1", "again-2"):
         assert train(env, name, *RECIPE, dataset="demo:24").exit_code == 0
         run_json = json.loads((env / name / "run.json").read_text())
-        scores.append(([e["val_f1"] for e in run_json["epoch_metrics"]], run_json["split"]["val_receipt_ids"],
-                       run_json["thinning"]["lines_dropped"]))
+        scores.append(
+            (
+                [e["val_f1"] for e in run_json["epoch_metrics"]],
+                run_json["split"]["val_receipt_ids"],
+                run_json["thinning"]["lines_dropped"],
+            )
+        )
     assert scores[0] == scores[1]
 
 
@@ -120,8 +168,24 @@ def test_line_mode_trains_one_line_per_example(env):
 
 @pytest.mark.skipif(not WILDRECEIPT.exists(), reason="../shared/datasets/wildreceipt is not beside the repo")
 def test_train_on_real_wildreceipt_receipts(env):
-    result = run("train", "--job-name", "wild", "--dataset", f"wildreceipt:{WILDRECEIPT}", "--pretrained", "tiny",
-                 "--epochs", "1", "--batch-size", "16", "--lr", "5e-4", "--output-dir", env / "wild", "--merge-amounts")
+    result = run(
+        "train",
+        "--job-name",
+        "wild",
+        "--dataset",
+        f"wildreceipt:{WILDRECEIPT}",
+        "--pretrained",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "5e-4",
+        "--output-dir",
+        env / "wild",
+        "--merge-amounts",
+    )
     assert result.exit_code == 0, result.output
     run_json = json.loads((env / "wild" / "run.json").read_text())
     assert run_json["dataset"]["receipts"] == 372
@@ -159,15 +223,25 @@ def test_user_errors_are_one_sentence_and_leave_records(env):
 
 def test_unreachable_hub_names_the_offline_choices(env, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    result = run("train", "--job-name", "hub", "--dataset", "demo:6", "--output-dir", env / "hub",
-                 "--pretrained", "example-org/no-such-model")
+    result = run(
+        "train",
+        "--job-name",
+        "hub",
+        "--dataset",
+        "demo:6",
+        "--output-dir",
+        env / "hub",
+        "--pretrained",
+        "example-org/no-such-model",
+    )
     one_sentence_error(result, "Cannot reach the Hugging Face hub", "--pretrained minilm")
 
 
 def test_output_dir_of_another_job_is_refused_and_kept(env):
     assert train(env, "first", "--max-steps", "2", dataset="demo:8").exit_code == 0
     run_json = (env / "first" / "run.json").read_text()
-    result = run("train", "--job-name", "second", "--dataset", "demo:8", "--pretrained", "tiny",
-                 "--output-dir", env / "first")
+    result = run(
+        "train", "--job-name", "second", "--dataset", "demo:8", "--pretrained", "tiny", "--output-dir", env / "first"
+    )
     one_sentence_error(result, "already holds job 'first'", "--overwrite-output-dir")
     assert (env / "first" / "run.json").read_text() == run_json

@@ -13,11 +13,18 @@ from rich.table import Table
 
 console = Console()
 
-dynamo_table_option = click.option("--dynamo-table", envvar="DYNAMO_TABLE_NAME", required=True,
-                                   help="The receipts table (default: $DYNAMO_TABLE_NAME).")
+dynamo_table_option = click.option(
+    "--dynamo-table",
+    envvar="DYNAMO_TABLE_NAME",
+    required=True,
+    help="The receipts table (default: $DYNAMO_TABLE_NAME).",
+)
 region_option = click.option("--region", envvar="AWS_REGION", help="AWS region (default: $AWS_REGION, else us-east-1).")
-endpoint_option = click.option("--endpoint-url", envvar="DYNAMODB_ENDPOINT_URL",
-                               help="DynamoDB endpoint, e.g. DynamoDB Local (default: $DYNAMODB_ENDPOINT_URL).")
+endpoint_option = click.option(
+    "--endpoint-url",
+    envvar="DYNAMODB_ENDPOINT_URL",
+    help="DynamoDB endpoint, e.g. DynamoDB Local (default: $DYNAMODB_ENDPOINT_URL).",
+)
 
 
 def register(cli: click.Group) -> None:
@@ -46,32 +53,43 @@ def dynamo_create_table(table, region, endpoint_url):
     from ..store.dynamodb import create_table
 
     created = create_table(table, region=region, endpoint_url=endpoint_url)
-    console.print(f"Created DynamoDB table [bold]{table}[/] in {created.region} "
-                  f"({created.client.meta.endpoint_url}).", highlight=False)
+    console.print(
+        f"Created DynamoDB table [bold]{table}[/] in {created.region} ({created.client.meta.endpoint_url}).",
+        highlight=False,
+    )
 
 
 @click.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @dynamo_table_option
-@click.option("--label-status", multiple=True, default=["VALID"], show_default=True,
-              help="Validation status of the word labels to export (repeatable).")
+@click.option(
+    "--label-status",
+    multiple=True,
+    default=["VALID"],
+    show_default=True,
+    help="Validation status of the word labels to export (repeatable).",
+)
 @region_option
 @endpoint_option
 def dataset_export(out, dynamo_table, label_status, region, endpoint_url):
     """Write the labelled receipts of a DynamoDB table to OUT (JSON Lines dataset format)."""
-    from ..sources.jsonl import write_jsonl
     from ..sources.dynamodb import load_dynamo_receipts
+    from ..sources.jsonl import write_jsonl
 
-    receipts, report = load_dynamo_receipts(dynamo_table, region=region, endpoint_url=endpoint_url,
-                                            statuses=tuple(label_status))
+    receipts, report = load_dynamo_receipts(
+        dynamo_table, region=region, endpoint_url=endpoint_url, statuses=tuple(label_status)
+    )
     write_jsonl(receipts, out)
     words = [w for r in receipts for w in r.words]
     counts: dict[str, int] = {}
     for w in words:
         if w.label != "O":
             counts[w.label] = counts.get(w.label, 0) + 1
-    console.print(f"Wrote {len(receipts)} receipts, {len(words)} words ({sum(counts.values())} labelled) "
-                  f"from dynamodb://{dynamo_table} to {out}", highlight=False)
+    console.print(
+        f"Wrote {len(receipts)} receipts, {len(words)} words ({sum(counts.values())} labelled) "
+        f"from dynamodb://{dynamo_table} to {out}",
+        highlight=False,
+    )
     if counts:
         table = Table("label", "words")
         for name, n in sorted(counts.items()):
@@ -92,8 +110,11 @@ def dataset_import(source, dynamo_table, region, endpoint_url):
 
     receipts, report = load_receipts(source)
     counts = import_receipts(receipts, dynamo_table, region=region, endpoint_url=endpoint_url)
-    console.print(f"Imported {counts['receipts']} receipts, {counts['lines']} lines, {counts['words']} words and "
-                  f"{counts['labels']} VALID labels from {source} into dynamodb://{dynamo_table}", highlight=False)
+    console.print(
+        f"Imported {counts['receipts']} receipts, {counts['lines']} lines, {counts['words']} words and "
+        f"{counts['labels']} VALID labels from {source} into dynamodb://{dynamo_table}",
+        highlight=False,
+    )
     _print_dropped(report.dropped)
 
 

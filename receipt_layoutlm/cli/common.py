@@ -9,7 +9,6 @@ import sys
 import click
 from rich.console import Console
 
-
 # Pipes and CI logs get a wide, unwrapped table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -37,10 +36,15 @@ def _store_uri(job_store: str | None, dynamo_table: str | None) -> str | None:
 
 
 job_store_option = click.option(
-    "--job-store", envvar="LAYOUTLM_JOB_STORE",
-    help="sqlite:///PATH (default: a file in the user data dir) or dynamodb://TABLE.")
-dynamo_table_option = click.option("--dynamo-table", envvar="DYNAMO_TABLE_NAME",
-                                   help="The receipts table (data and, unless --job-store says otherwise, jobs).")
+    "--job-store",
+    envvar="LAYOUTLM_JOB_STORE",
+    help="sqlite:///PATH (default: a file in the user data dir) or dynamodb://TABLE.",
+)
+dynamo_table_option = click.option(
+    "--dynamo-table",
+    envvar="DYNAMO_TABLE_NAME",
+    help="The receipts table (data and, unless --job-store says otherwise, jobs).",
+)
 
 
 def with_store(f):
@@ -54,5 +58,3 @@ def with_store(f):
         return f(*args, store=open_store(_store_uri(job_store, dynamo_table)), **kwargs)
 
     return job_store_option(dynamo_table_option(_aws_options(wrapper)))
-
-

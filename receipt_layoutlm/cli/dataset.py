@@ -27,28 +27,59 @@ def dataset():
 @click.option("--val-ratio", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def dataset_stats(spec, dynamo_table, label_status, region, endpoint_url, merge_amounts, allowed_labels,
-                  o_entity_ratio, val_ratio, seed, as_json):
+def dataset_stats(
+    spec,
+    dynamo_table,
+    label_status,
+    region,
+    endpoint_url,
+    merge_amounts,
+    allowed_labels,
+    o_entity_ratio,
+    val_ratio,
+    seed,
+    as_json,
+):
     """Receipts, words and labels before/after merges and the whitelist, and the O:entity ratio."""
-    from ..training.run import TrainConfig, load_source, prepare_data
+    from ..training.config import TrainConfig
+    from ..training.run import load_source, prepare_data
 
     _export_aws(region, endpoint_url)
-    cfg = TrainConfig(job_name="stats", dataset=spec, dynamo_table=dynamo_table, label_status=list(label_status),
-                      merge_amounts=merge_amounts, allowed_labels=list(allowed_labels),
-                      o_entity_ratio=o_entity_ratio, val_ratio=val_ratio, seed=seed)
+    cfg = TrainConfig(
+        job_name="stats",
+        dataset=spec,
+        dynamo_table=dynamo_table,
+        label_status=list(label_status),
+        merge_amounts=merge_amounts,
+        allowed_labels=list(allowed_labels),
+        o_entity_ratio=o_entity_ratio,
+        val_ratio=val_ratio,
+        seed=seed,
+    )
     if spec is None and not dynamo_table:
         raise UserError("Pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
     receipts, report = load_source(cfg)
     data = prepare_data(cfg, receipts, report)
     c = data.counts
-    stats = {"source": report.source, "receipts": c["receipts"], "words": c["train"]["words"] + c["val"]["words"],
-             "labels_before": c["labels_before"], "labels_after": c["labels_after"], "label_list": data.label_list,
-             "train": c["train"], "val": c["val"], "thinning": data.thinning, "dropped_by_reader": data.dropped}
+    stats = {
+        "source": report.source,
+        "receipts": c["receipts"],
+        "words": c["train"]["words"] + c["val"]["words"],
+        "labels_before": c["labels_before"],
+        "labels_after": c["labels_after"],
+        "label_list": data.label_list,
+        "train": c["train"],
+        "val": c["val"],
+        "thinning": data.thinning,
+        "dropped_by_reader": data.dropped,
+    }
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
-    console.print(f"[bold]{report.source}[/]: {stats['receipts']} receipts, {stats['words']} words "
-                  f"({c['train']['receipts']} train / {c['val']['receipts']} val receipts, seed {seed})")
+    console.print(
+        f"[bold]{report.source}[/]: {stats['receipts']} receipts, {stats['words']} words "
+        f"({c['train']['receipts']} train / {c['val']['receipts']} val receipts, seed {seed})"
+    )
     table = Table("label", "words before", "words after")
     for name in sorted(set(c["labels_before"]) | set(c["labels_after"])):
         table.add_row(name, str(c["labels_before"].get(name, "")), str(c["labels_after"].get(name, "")))

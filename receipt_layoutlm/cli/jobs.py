@@ -35,8 +35,14 @@ def jobs_list(status, as_json, store):
     table.columns[0].no_wrap = table.columns[3].no_wrap = True
     for j in found:
         f1 = j.results.get("best_f1")
-        table.add_row(j.job_id, j.name, j.status, j.created_at[:19].replace("T", " "),
-                      f"{f1:.4f}" if isinstance(f1, (int, float)) else "", _epochs_of(j))
+        table.add_row(
+            j.job_id,
+            j.name,
+            j.status,
+            j.created_at[:19].replace("T", " "),
+            f"{f1:.4f}" if isinstance(f1, (int, float)) else "",
+            _epochs_of(j),
+        )
     console.print(table)
     console.print(f"{len(found)} job(s) in {store.description}")
 
@@ -50,27 +56,57 @@ def jobs_show(ref, as_json, store):
     job = store.resolve(ref)
     per_epoch = epoch_table(store.metrics(job.job_id))
     if as_json:
-        click.echo(json.dumps({**job.__dict__, "epochs": per_epoch,
-                               "status_history": [{k: s.get(k) for k in ("status", "updated_at", "message")}
-                                                  for s in store.status_history(job.job_id)]},
-                              indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    **job.__dict__,
+                    "epochs": per_epoch,
+                    "status_history": [
+                        {k: s.get(k) for k in ("status", "updated_at", "message")}
+                        for s in store.status_history(job.job_id)
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     console.print(f"[bold]{job.name}[/]  {job.job_id}")
     console.print(f"status {job.status}, created {job.created_at} by {job.created_by}")
     cfg = job.job_config
-    keys = ("dataset", "dynamo_table", "pretrained", "epochs", "batch_size", "lr", "warmup_ratio", "label_smoothing",
-            "o_entity_ratio", "merge_amounts", "allowed_labels", "early_stopping_patience", "example_unit", "seed")
+    keys = (
+        "dataset",
+        "dynamo_table",
+        "pretrained",
+        "epochs",
+        "batch_size",
+        "lr",
+        "warmup_ratio",
+        "label_smoothing",
+        "o_entity_ratio",
+        "merge_amounts",
+        "allowed_labels",
+        "early_stopping_patience",
+        "example_unit",
+        "seed",
+    )
     console.print("config: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) not in (None, [], "")))
     if job.results:
         r = job.results
-        console.print(f"best val F1 {r.get('best_f1', 0):.4f} at epoch {r.get('best_epoch')}, "
-                      f"runtime {r.get('train_runtime')} s, best/ at {r.get('best_dir')}")
+        console.print(
+            f"best val F1 {r.get('best_f1', 0):.4f} at epoch {r.get('best_epoch')}, "
+            f"runtime {r.get('train_runtime')} s, best/ at {r.get('best_dir')}"
+        )
     if job.storage:
         console.print(f"S3: s3://{job.storage.get('bucket')}/{job.storage.get('run_root_prefix')}")
     table = Table("epoch", "step", "val F1", "precision", "recall", "eval loss")
     for row in per_epoch:
-        table.add_row(*(f"{row.get(k):.4f}" if isinstance(row.get(k), float) else str(row.get(k, ""))
-                        for k in ("epoch", "step", "val_f1", "val_precision", "val_recall", "eval_loss")))
+        table.add_row(
+            *(
+                f"{row.get(k):.4f}" if isinstance(row.get(k), float) else str(row.get(k, ""))
+                for k in ("epoch", "step", "val_f1", "val_precision", "val_recall", "eval_loss")
+            )
+        )
     console.print(table)
 
 
@@ -100,8 +136,14 @@ def jobs_metrics(ref, name, as_json, store):
     table = Table("metric", "value", "epoch", "step", "unit", "timestamp")
     for r in rows:
         v = r.get("value")
-        table.add_row(r["metric_name"], f"{v:.6g}" if isinstance(v, float) else str(v), str(r.get("epoch", "")),
-                      str(r.get("step", "")), r.get("unit", ""), r["timestamp"])
+        table.add_row(
+            r["metric_name"],
+            f"{v:.6g}" if isinstance(v, float) else str(v),
+            str(r.get("epoch", "")),
+            str(r.get("step", "")),
+            r.get("unit", ""),
+            r["timestamp"],
+        )
     console.print(table)
 
 

@@ -19,9 +19,11 @@ def predict(model_dir, spec, output, batch_size):
     from ..inference.predict import predict_receipts
 
     summary = predict_receipts(model_dir, spec, output, batch_size)
-    console.print(f"{summary['receipts']} receipts, {summary['words']} words labelled"
-                  + (f" -> {output}" if output else ""))
+    console.print(
+        f"{summary['receipts']} receipts, {summary['words']} words labelled" + (f" -> {output}" if output else "")
+    )
     if summary.get("f1") is not None:
-        console.print(f"entity F1 {summary['f1']:.4f} (P {summary['precision']:.4f}, R {summary['recall']:.4f}) "
-                      "against the labels in the data")
-
+        console.print(
+            f"entity F1 {summary['f1']:.4f} (P {summary['precision']:.4f}, R {summary['recall']:.4f}) "
+            "against the labels in the data"
+        )

@@ -9,12 +9,12 @@ from ..errors import UserError
 
 
 def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, batch_size: int = 16) -> dict:
-    from ..sources import Receipt, Word, load_receipts
-    from ..sources.jsonl import write_jsonl
-    from ..training.features import build_examples, merge_predictions, sequences
     from ..labels import entity_types, resolve_allowed_labels
     from ..metrics import entity_scores
     from ..model import load_trained, predict_ids
+    from ..sources import Receipt, Word, load_receipts
+    from ..sources.jsonl import write_jsonl
+    from ..training.features import build_examples, merge_predictions, sequences
     from ..training.recipe import tag_receipts
 
     label_map_file = Path(model_dir) / "label_map.json"
@@ -32,17 +32,25 @@ def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, bat
     seqs = sequences(tagged, "receipt")
     label2id = {v: k for k, v in id2label.items()}
     safe = {t: label2id.get(t, 0) for s in seqs for t in s["tags"]}  # tags unknown to the model: scored, not fed
-    examples, windows = build_examples(seqs, tokenizer, safe, meta.get("max_seq_length", 512),
-                                       meta.get("window_overlap", 128))
-    pred = merge_predictions(predict_ids(model, examples, batch_size), windows, [len(s["texts"]) for s in seqs],
-                             id2label)
+    examples, windows = build_examples(
+        seqs, tokenizer, safe, meta.get("max_seq_length", 512), meta.get("window_overlap", 128)
+    )
+    pred = merge_predictions(
+        predict_ids(model, examples, batch_size), windows, [len(s["texts"]) for s in seqs], id2label
+    )
     summary = {"receipts": len(receipts), "words": sum(len(s["texts"]) for s in seqs)}
     if any(t != "O" for s in seqs for t in s["tags"]):
         summary.update(entity_scores([s["tags"] for s in seqs], pred, entity_types(list(id2label.values()))))
     if output:
-        labelled = [Receipt(r.id, r.width, r.height,
-                            [Word(w.text, w.box, w.line, tag[2:] if tag != "O" else "O") for w, tag in zip(r.words, p)],
-                            r.extra)
-                    for r, p in zip(receipts, pred)]
+        labelled = [
+            Receipt(
+                r.id,
+                r.width,
+                r.height,
+                [Word(w.text, w.box, w.line, tag[2:] if tag != "O" else "O") for w, tag in zip(r.words, p)],
+                r.extra,
+            )
+            for r, p in zip(receipts, pred)
+        ]
         write_jsonl(labelled, Path(output))
     return summary

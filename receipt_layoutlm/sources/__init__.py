@@ -31,5 +31,3 @@ def load_receipts(spec: str, seed: int = 42) -> tuple[list[Receipt], LoadReport]
     from .jsonl import read_jsonl
 
     return read_jsonl(Path(spec))
-
-

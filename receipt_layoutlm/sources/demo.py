@@ -15,27 +15,106 @@ from .receipt import Receipt, Word
 
 # Store kind -> (merchant names, product names, price range in cents).
 STORES = {
-    "grocery": (["FRESH MART", "GREEN VALLEY MARKET", "SUNRISE GROCERY", "HARVEST FOODS", "CORNER MARKET"],
-                ["BANANAS", "WHOLE MILK GAL", "LARGE EGGS DOZEN", "WHEAT BREAD", "CHEDDAR CHEESE", "GROUND BEEF",
-                 "ROMA TOMATOES", "ORANGE JUICE", "PEANUT BUTTER", "CHICKEN BREAST", "GREEK YOGURT", "BABY SPINACH",
-                 "PASTA PENNE", "CANNED TUNA", "COFFEE BEANS", "PAPER TOWELS", "ORGANIC FUJI APPLES"], (59, 1299)),
-    "cafe": (["BLUE BEAN CAFE", "DAILY GRIND", "MORNING BREW", "JAVA HOUSE"],
-             ["LATTE", "ICED COFFEE", "CAPPUCCINO LG", "BLUEBERRY MUFFIN", "CROISSANT", "CHAI TEA LATTE",
-              "BAGEL CREAM CHEESE", "HOT CHOCOLATE", "AVOCADO TOAST"], (195, 895)),
-    "hardware": (["HANDY HARDWARE", "BUILDRIGHT SUPPLY", "TOOL BARN"],
-                 ["WOOD SCREWS 2IN", "DUCT TAPE", "LED BULB 60W", "PAINT ROLLER", "CLAW HAMMER", "EXTENSION CORD 25FT",
-                  "SANDPAPER 120 GRIT", "WD-40 SPRAY", "PVC ELBOW 1/2IN", "WORK GLOVES"], (149, 3499)),
-    "pharmacy": (["CARE PHARMACY", "WELLNESS DRUG", "MAIN ST PHARMACY"],
-                 ["IBUPROFEN 200MG", "TOOTHPASTE", "COUGH SYRUP", "VITAMIN C", "BAND AIDS", "SHAMPOO",
-                  "HAND SANITIZER", "ALLERGY RELIEF 24CT", "COTTON SWABS"], (199, 1899)),
-    "restaurant": (["THE HUNGRY FOX", "GOLDEN DRAGON", "TACO FIESTA", "SMOKEHOUSE GRILL", "LUIGI'S TRATTORIA"],
-                   ["CHEESEBURGER", "CAESAR SALAD", "FISH TACOS", "KUNG PAO CHICKEN", "MARGHERITA PIZZA",
-                    "FRENCH FRIES", "ICED TEA", "SODA", "BBQ PULLED PORK", "SPAGHETTI BOLOGNESE"], (250, 2499)),
+    "grocery": (
+        ["FRESH MART", "GREEN VALLEY MARKET", "SUNRISE GROCERY", "HARVEST FOODS", "CORNER MARKET"],
+        [
+            "BANANAS",
+            "WHOLE MILK GAL",
+            "LARGE EGGS DOZEN",
+            "WHEAT BREAD",
+            "CHEDDAR CHEESE",
+            "GROUND BEEF",
+            "ROMA TOMATOES",
+            "ORANGE JUICE",
+            "PEANUT BUTTER",
+            "CHICKEN BREAST",
+            "GREEK YOGURT",
+            "BABY SPINACH",
+            "PASTA PENNE",
+            "CANNED TUNA",
+            "COFFEE BEANS",
+            "PAPER TOWELS",
+            "ORGANIC FUJI APPLES",
+        ],
+        (59, 1299),
+    ),
+    "cafe": (
+        ["BLUE BEAN CAFE", "DAILY GRIND", "MORNING BREW", "JAVA HOUSE"],
+        [
+            "LATTE",
+            "ICED COFFEE",
+            "CAPPUCCINO LG",
+            "BLUEBERRY MUFFIN",
+            "CROISSANT",
+            "CHAI TEA LATTE",
+            "BAGEL CREAM CHEESE",
+            "HOT CHOCOLATE",
+            "AVOCADO TOAST",
+        ],
+        (195, 895),
+    ),
+    "hardware": (
+        ["HANDY HARDWARE", "BUILDRIGHT SUPPLY", "TOOL BARN"],
+        [
+            "WOOD SCREWS 2IN",
+            "DUCT TAPE",
+            "LED BULB 60W",
+            "PAINT ROLLER",
+            "CLAW HAMMER",
+            "EXTENSION CORD 25FT",
+            "SANDPAPER 120 GRIT",
+            "WD-40 SPRAY",
+            "PVC ELBOW 1/2IN",
+            "WORK GLOVES",
+        ],
+        (149, 3499),
+    ),
+    "pharmacy": (
+        ["CARE PHARMACY", "WELLNESS DRUG", "MAIN ST PHARMACY"],
+        [
+            "IBUPROFEN 200MG",
+            "TOOTHPASTE",
+            "COUGH SYRUP",
+            "VITAMIN C",
+            "BAND AIDS",
+            "SHAMPOO",
+            "HAND SANITIZER",
+            "ALLERGY RELIEF 24CT",
+            "COTTON SWABS",
+        ],
+        (199, 1899),
+    ),
+    "restaurant": (
+        ["THE HUNGRY FOX", "GOLDEN DRAGON", "TACO FIESTA", "SMOKEHOUSE GRILL", "LUIGI'S TRATTORIA"],
+        [
+            "CHEESEBURGER",
+            "CAESAR SALAD",
+            "FISH TACOS",
+            "KUNG PAO CHICKEN",
+            "MARGHERITA PIZZA",
+            "FRENCH FRIES",
+            "ICED TEA",
+            "SODA",
+            "BBQ PULLED PORK",
+            "SPAGHETTI BOLOGNESE",
+        ],
+        (250, 2499),
+    ),
 }
 STREETS = ["MAIN", "OAK", "MAPLE", "PINE", "CEDAR", "ELM", "WASHINGTON", "LAKE", "HILL", "PARK", "SUNSET", "RIVER"]
 SUFFIXES = ["ST", "AVE", "BLVD", "RD", "DR", "LN", "WAY", "Street", "Avenue"]
-CITIES = [("Springfield", "IL"), ("Austin", "TX"), ("Portland", "OR"), ("Columbus", "OH"), ("San Jose", "CA"),
-          ("Denver", "CO"), ("Raleigh", "NC"), ("Tampa", "FL"), ("Madison", "WI"), ("Albany", "NY")]
+CITIES = [
+    ("Springfield", "IL"),
+    ("Austin", "TX"),
+    ("Portland", "OR"),
+    ("Columbus", "OH"),
+    ("San Jose", "CA"),
+    ("Denver", "CO"),
+    ("Raleigh", "NC"),
+    ("Tampa", "FL"),
+    ("Madison", "WI"),
+    ("Albany", "NY"),
+]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 FOOTERS = ["THANK YOU", "PLEASE COME AGAIN", "THANK YOU FOR SHOPPING", "HAVE A NICE DAY", "RETAIN RECEIPT FOR RETURNS"]
 CASHIERS = ["MARIA", "JOHN", "KEISHA", "DAVID", "LINDA", "CARLOS", "AMY"]
@@ -85,8 +164,9 @@ def _receipt(rng: random.Random, rid: str) -> Receipt:
 
     # Date and time in one of several formats, same line or separate, with or without captions.
     d = date(2019, 1, 1) + timedelta(days=rng.randint(0, 7 * 365))
-    day = rng.choice([d.strftime("%m/%d/%Y"), d.strftime("%m/%d/%y"), d.isoformat(),
-                      f"{MONTHS[d.month - 1]} {d.day}, {d.year}"])
+    day = rng.choice(
+        [d.strftime("%m/%d/%Y"), d.strftime("%m/%d/%y"), d.isoformat(), f"{MONTHS[d.month - 1]} {d.day}, {d.year}"]
+    )
     hh, mm = rng.randint(7, 22), rng.randint(0, 59)
     clock = f"{hh}:{mm:02d}" if rng.random() < 0.5 else f"{(hh - 1) % 12 + 1}:{mm:02d} {'AM' if hh < 12 else 'PM'}"
     date_toks, time_toks = _tokens(day, "DATE"), _tokens(clock, "TIME")
@@ -96,8 +176,11 @@ def _receipt(rng: random.Random, rid: str) -> Receipt:
         captions = rng.random() < 0.6
         add(_tokens("Date:" if captions else "", "O") + date_toks)
         add(_tokens("Time:" if captions else "", "O") + time_toks)
-    staff = [f"Cashier: {rng.choice(CASHIERS)}", f"Reg {rng.randint(1, 12)} Trans {rng.randint(1000, 99999)}",
-             f"Store {rng.randint(1, 999)} Term {rng.randint(1, 20):02d}"]
+    staff = [
+        f"Cashier: {rng.choice(CASHIERS)}",
+        f"Reg {rng.randint(1, 12)} Trans {rng.randint(1000, 99999)}",
+        f"Store {rng.randint(1, 999)} Term {rng.randint(1, 20):02d}",
+    ]
     if kind == "restaurant":
         staff = [f"Server: {rng.choice(CASHIERS)} Table {rng.randint(1, 40)}", f"Check #{rng.randint(100, 9999)}"]
     add(_tokens(rng.choice(staff), "O"))

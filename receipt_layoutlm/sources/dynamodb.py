@@ -36,11 +36,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .receipt import LoadReport, Receipt, Word
 from ..errors import UserError
 from ..labels import CANONICAL_LABELS, normalise_label
 from ..store import now_iso
 from ..store.dynamodb import DynamoTable
+from .receipt import LoadReport, Receipt, Word
 
 RECEIPT_NUMBER = 1  # imported receipts: one receipt per (derived) image
 LABEL_PRIORITY = {name: i for i, name in enumerate(CANONICAL_LABELS)}
@@ -71,6 +71,7 @@ def receipt_key(image_id: str, receipt_number: int) -> str:
 
 # --- loading --------------------------------------------------------------------------
 
+
 @dataclass
 class _Labels:
     """VALID (or other wanted) labels of one receipt, by (line id, word id)."""
@@ -86,8 +87,13 @@ def _parse_sk(sk: str) -> dict[str, str]:
     return dict(zip(parts[0::2], parts[1::2], strict=False))
 
 
-def load_dynamo_receipts(table_name: str, region: str | None = None, endpoint_url: str | None = None,
-                         statuses=("VALID",), max_workers: int = 8) -> tuple[list[Receipt], LoadReport]:
+def load_dynamo_receipts(
+    table_name: str,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    statuses=("VALID",),
+    max_workers: int = 8,
+) -> tuple[list[Receipt], LoadReport]:
     """Training receipts from the receipts table; see the module docstring for the rules."""
     table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
     statuses = tuple(s.strip().upper() for s in statuses)
@@ -102,9 +108,11 @@ def load_dynamo_receipts(table_name: str, region: str | None = None, endpoint_ur
         if receipt is not None:
             receipts.append(receipt)
     if not receipts:
-        raise UserError(f"No receipts with {'/'.join(statuses)} word labels found in DynamoDB table {table_name} "
-                        f"(GSI3 VALIDATION_STATUS#{', VALIDATION_STATUS#'.join(statuses)}); label some words first "
-                        "or choose other --label-status values.")
+        raise UserError(
+            f"No receipts with {'/'.join(statuses)} word labels found in DynamoDB table {table_name} "
+            f"(GSI3 VALIDATION_STATUS#{', VALIDATION_STATUS#'.join(statuses)}); label some words first "
+            "or choose other --label-status values."
+        )
     receipts.sort(key=lambda r: r.id)
     return receipts, report
 
@@ -157,8 +165,13 @@ def _load_receipt(table: DynamoTable, labels: _Labels, statuses: tuple[str, ...]
         drop("labelled receipt with no words")
         return None, drops
     found.sort(key=lambda f: (f[0], f[2].box[0], f[1]))
-    receipt = Receipt(id=receipt_key(iid, r), width=width, height=height, words=[w for _, _, w in found],
-                      extra={"source": table.description})
+    receipt = Receipt(
+        id=receipt_key(iid, r),
+        width=width,
+        height=height,
+        words=[w for _, _, w in found],
+        extra={"source": table.description},
+    )
     return receipt, drops
 
 
@@ -195,8 +208,10 @@ def _tidy(value: float, limit: float) -> float:
 
 # --- importing ------------------------------------------------------------------------
 
-def import_receipts(receipts: list[Receipt], table_name: str, region: str | None = None,
-                    endpoint_url: str | None = None) -> dict[str, int]:
+
+def import_receipts(
+    receipts: list[Receipt], table_name: str, region: str | None = None, endpoint_url: str | None = None
+) -> dict[str, int]:
     """Write receipts as Receipt/ReceiptLine/ReceiptWord/ReceiptWordLabel items; returns counts per kind."""
     table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
     counts = {"receipts": 0, "lines": 0, "words": 0, "labels": 0}
@@ -204,8 +219,12 @@ def import_receipts(receipts: list[Receipt], table_name: str, region: str | None
     for receipt in receipts:
         receipt_items = receipt_to_items(receipt)
         for item in receipt_items:
-            kind = {"RECEIPT": "receipts", "RECEIPT_LINE": "lines", "RECEIPT_WORD": "words",
-                    "RECEIPT_WORD_LABEL": "labels"}[item["TYPE"]]
+            kind = {
+                "RECEIPT": "receipts",
+                "RECEIPT_LINE": "lines",
+                "RECEIPT_WORD": "words",
+                "RECEIPT_WORD_LABEL": "labels",
+            }[item["TYPE"]]
             counts[kind] += 1
         items.extend(receipt_items)
         if len(items) >= 500:  # write as we go: bounded memory for big files
@@ -221,12 +240,24 @@ def receipt_to_items(receipt: Receipt) -> list[dict]:
     base = f"IMAGE#{iid}#RECEIPT#{r}"
     at = now_iso()
     width, height = _number(receipt.width), _number(receipt.height)
-    items = [{
-        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}", "TYPE": "RECEIPT",
-        "GSI1PK": f"IMAGE#{iid}", "GSI1SK": f"RECEIPT#{r}", "GSI2PK": "RECEIPT", "GSI2SK": base,
-        "GSI4PK": base, "GSI4SK": "0_RECEIPT",
-        "width": width, "height": height, "timestamp_added": at, "raw_s3_bucket": "", "raw_s3_key": receipt.id,
-    }]
+    items = [
+        {
+            "PK": f"IMAGE#{iid}",
+            "SK": f"RECEIPT#{r}",
+            "TYPE": "RECEIPT",
+            "GSI1PK": f"IMAGE#{iid}",
+            "GSI1SK": f"RECEIPT#{r}",
+            "GSI2PK": "RECEIPT",
+            "GSI2SK": base,
+            "GSI4PK": base,
+            "GSI4SK": "0_RECEIPT",
+            "width": width,
+            "height": height,
+            "timestamp_added": at,
+            "raw_s3_bucket": "",
+            "raw_s3_key": receipt.id,
+        }
+    ]
     # The crop covers its whole (derived) image; the spec gives a Receipt corners but no bounding_box.
     page = _corners((0.0, 0.0, float(receipt.width), float(receipt.height)), receipt.width, receipt.height)
     items[0].update({k: v for k, v in page.items() if k != "bounding_box"})
@@ -247,8 +278,10 @@ def receipt_to_items(receipt: Receipt) -> list[dict]:
 
 def _line_id(word: Word, receipt: Receipt) -> int:
     if not 0 <= word.line <= 99999:
-        raise UserError(f"Receipt {receipt.id!r}: line id {word.line} does not fit the table's 5-digit ids "
-                        "(0-99999); renumber the lines in the dataset.")
+        raise UserError(
+            f"Receipt {receipt.id!r}: line id {word.line} does not fit the table's 5-digit ids "
+            "(0-99999); renumber the lines in the dataset."
+        )
     return word.line
 
 
@@ -262,52 +295,90 @@ def _corners(box, width, height) -> dict:
     left, right = x0 / width, x1 / width
     top, bottom = 1 - y0 / height, 1 - y1 / height
     return {
-        "top_left": {"x": left, "y": top}, "top_right": {"x": right, "y": top},
-        "bottom_left": {"x": left, "y": bottom}, "bottom_right": {"x": right, "y": bottom},
+        "top_left": {"x": left, "y": top},
+        "top_right": {"x": right, "y": top},
+        "bottom_left": {"x": left, "y": bottom},
+        "bottom_right": {"x": right, "y": bottom},
         "bounding_box": {"x": left, "y": bottom, "width": right - left, "height": top - bottom},
     }
 
 
 def _geometry(box, receipt: Receipt) -> dict:
-    return {**_corners(box, receipt.width, receipt.height), "angle_degrees": 0, "angle_radians": 0,
-            "confidence": 1.0, "embedding_status": "NONE", "is_noise": False}
+    return {
+        **_corners(box, receipt.width, receipt.height),
+        "angle_degrees": 0,
+        "angle_radians": 0,
+        "confidence": 1.0,
+        "embedding_status": "NONE",
+        "is_noise": False,
+    }
 
 
 def _line_item(iid: str, r: str, ln: str, words: list[Word], receipt: Receipt) -> dict:
     base = f"IMAGE#{iid}#RECEIPT#{r}"
-    union = (min(w.box[0] for w in words), min(w.box[1] for w in words),
-             max(w.box[2] for w in words), max(w.box[3] for w in words))
+    union = (
+        min(w.box[0] for w in words),
+        min(w.box[1] for w in words),
+        max(w.box[2] for w in words),
+        max(w.box[3] for w in words),
+    )
     return {
-        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}", "TYPE": "RECEIPT_LINE",
-        "GSI1PK": "EMBEDDING_STATUS#NONE", "GSI1SK": f"LINE#{base}#LINE#{ln}",
-        "GSI3PK": base, "GSI3SK": "LINE", "GSI4PK": base, "GSI4SK": f"2_LINE#{ln}",
-        "text": " ".join(w.text for w in words), **_geometry(union, receipt),
+        "PK": f"IMAGE#{iid}",
+        "SK": f"RECEIPT#{r}#LINE#{ln}",
+        "TYPE": "RECEIPT_LINE",
+        "GSI1PK": "EMBEDDING_STATUS#NONE",
+        "GSI1SK": f"LINE#{base}#LINE#{ln}",
+        "GSI3PK": base,
+        "GSI3SK": "LINE",
+        "GSI4PK": base,
+        "GSI4SK": f"2_LINE#{ln}",
+        "text": " ".join(w.text for w in words),
+        **_geometry(union, receipt),
     }
 
 
 def _word_item(iid: str, r: str, ln: str, w: str, word: Word, receipt: Receipt) -> dict:
     base = f"IMAGE#{iid}#RECEIPT#{r}"
     return {
-        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}", "TYPE": "RECEIPT_WORD",
-        "GSI1PK": "EMBEDDING_STATUS#NONE", "GSI1SK": f"WORD#{base}#LINE#{ln}#WORD#{w}",
-        "GSI2PK": "RECEIPT", "GSI2SK": f"{base}#LINE#{ln}#WORD#{w}",
-        "GSI3PK": base, "GSI3SK": "WORD", "GSI4PK": base, "GSI4SK": f"3_WORD#{ln}#{w}",
-        "text": word.text, **_geometry(word.box, receipt), "extracted_data": None,
+        "PK": f"IMAGE#{iid}",
+        "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}",
+        "TYPE": "RECEIPT_WORD",
+        "GSI1PK": "EMBEDDING_STATUS#NONE",
+        "GSI1SK": f"WORD#{base}#LINE#{ln}#WORD#{w}",
+        "GSI2PK": "RECEIPT",
+        "GSI2SK": f"{base}#LINE#{ln}#WORD#{w}",
+        "GSI3PK": base,
+        "GSI3SK": "WORD",
+        "GSI4PK": base,
+        "GSI4SK": f"3_WORD#{ln}#{w}",
+        "text": word.text,
+        **_geometry(word.box, receipt),
+        "extracted_data": None,
     }
 
 
 def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt, at: str) -> dict:
     if "#" in label or not label:
-        raise UserError(f"Receipt {receipt.id!r}: label {label!r} cannot be stored in a DynamoDB key; "
-                        "rename it in the dataset.")
+        raise UserError(
+            f"Receipt {receipt.id!r}: label {label!r} cannot be stored in a DynamoDB key; rename it in the dataset."
+        )
     base = f"IMAGE#{iid}#RECEIPT#{r}"
     word_key = f"{base}#LINE#{ln}#WORD#{w}"
     return {
-        "PK": f"IMAGE#{iid}", "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}#LABEL#{label}", "TYPE": "RECEIPT_WORD_LABEL",
-        "GSI1PK": f"LABEL#{label}".ljust(40, "_"), "GSI1SK": word_key,
-        "GSI2PK": "RECEIPT", "GSI2SK": word_key,
-        "GSI3PK": "VALIDATION_STATUS#VALID", "GSI3SK": f"{word_key}#LABEL#{label}",
-        "GSI4PK": base, "GSI4SK": f"4_LABEL#{ln}#{w}#{label}",
-        "validation_status": "VALID", "timestamp_added": at, "reasoning": None,
-        "label_proposed_by": "receipt_layoutlm import", "label_consolidated_from": None,
+        "PK": f"IMAGE#{iid}",
+        "SK": f"RECEIPT#{r}#LINE#{ln}#WORD#{w}#LABEL#{label}",
+        "TYPE": "RECEIPT_WORD_LABEL",
+        "GSI1PK": f"LABEL#{label}".ljust(40, "_"),
+        "GSI1SK": word_key,
+        "GSI2PK": "RECEIPT",
+        "GSI2SK": word_key,
+        "GSI3PK": "VALIDATION_STATUS#VALID",
+        "GSI3SK": f"{word_key}#LABEL#{label}",
+        "GSI4PK": base,
+        "GSI4SK": f"4_LABEL#{ln}#{w}#{label}",
+        "validation_status": "VALID",
+        "timestamp_added": at,
+        "reasoning": None,
+        "label_proposed_by": "receipt_layoutlm import",
+        "label_consolidated_from": None,
     }

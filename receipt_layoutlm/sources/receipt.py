@@ -8,8 +8,6 @@ an optional raw label). Recipe steps (label merges, tagging, splits) live in tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 
 
 @dataclass(frozen=True)
@@ -38,5 +36,3 @@ class LoadReport:
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
-
-

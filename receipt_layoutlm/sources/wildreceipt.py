@@ -9,7 +9,6 @@ from ..errors import UserError
 from .jsonl import _open_lines
 from .receipt import LoadReport, Receipt, Word
 
-
 # WildReceipt class names -> receipt labels (shared/datasets/wildreceipt/README.md);
 # every *_key caption, Others and Ignore become O.
 WILDRECEIPT_LABELS = {
@@ -46,7 +45,9 @@ def read_wildreceipt(path: Path) -> tuple[list[Receipt], LoadReport]:
             width, height = float(obj["width"]), float(obj["height"])
             annotations = obj["annotations"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{where}: not a WildReceipt record ({e}); expected file_name, width, height, annotations.") from None
+            raise UserError(
+                f"{where}: not a WildReceipt record ({e}); expected file_name, width, height, annotations."
+            ) from None
         segments = []
         for ann in annotations:
             text = (ann.get("text") or "").strip()

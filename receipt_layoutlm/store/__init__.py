@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,7 +25,7 @@ PRIORITIES = ("low", "medium", "high", "critical")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _clock_lock = threading.Lock()
-_last_time = datetime.min.replace(tzinfo=timezone.utc)
+_last_time = datetime.min.replace(tzinfo=UTC)
 
 
 def now_iso() -> str:
@@ -35,7 +35,7 @@ def now_iso() -> str:
     """
     global _last_time
     with _clock_lock:
-        t = datetime.now(timezone.utc)
+        t = datetime.now(UTC)
         if t <= _last_time:
             t = _last_time + timedelta(microseconds=1)
         _last_time = t
@@ -50,16 +50,16 @@ def default_store_uri() -> str:
     return f"sqlite:///{Path(user_data_dir('receipt-layoutlm')) / 'jobs.db'}"
 
 
-def open_store(uri: str | None = None, region: str | None = None, endpoint_url: str | None = None) -> "JobStore":
+def open_store(uri: str | None = None, region: str | None = None, endpoint_url: str | None = None) -> JobStore:
     uri = uri or default_store_uri()
     if uri.startswith("sqlite:///"):
         from .sqlite import SqliteTable
 
-        return JobStore(SqliteTable(Path(uri[len("sqlite:///"):]).expanduser()))
+        return JobStore(SqliteTable(Path(uri[len("sqlite:///") :]).expanduser()))
     if uri.startswith("dynamodb://"):
         from .dynamodb import DynamoTable
 
-        table = uri[len("dynamodb://"):].strip("/")
+        table = uri[len("dynamodb://") :].strip("/")
         if not table:
             raise UserError("--job-store dynamodb:// needs a table name, e.g. dynamodb://ReceiptsTable.")
         return JobStore(DynamoTable(table, region=region, endpoint_url=endpoint_url))
@@ -81,20 +81,36 @@ class Job:
     tags: dict = field(default_factory=dict)
 
     @classmethod
-    def from_item(cls, item: dict) -> "Job":
-        return cls(job_id=item["PK"].removeprefix("JOB#"), name=item["name"], status=item["status"],
-                   created_at=item["created_at"], created_by=item.get("created_by", ""),
-                   description=item.get("description", ""), priority=item.get("priority", "medium"),
-                   job_config=item.get("job_config") or {}, storage=item.get("storage") or {},
-                   results=item.get("results") or {}, tags=item.get("tags") or {})
+    def from_item(cls, item: dict) -> Job:
+        return cls(
+            job_id=item["PK"].removeprefix("JOB#"),
+            name=item["name"],
+            status=item["status"],
+            created_at=item["created_at"],
+            created_by=item.get("created_by", ""),
+            description=item.get("description", ""),
+            priority=item.get("priority", "medium"),
+            job_config=item.get("job_config") or {},
+            storage=item.get("storage") or {},
+            results=item.get("results") or {},
+            tags=item.get("tags") or {},
+        )
 
     def to_item(self) -> dict:
         item = {
-            "PK": f"JOB#{self.job_id}", "SK": "JOB", "TYPE": "JOB",
-            "GSI1PK": f"STATUS#{self.status}", "GSI1SK": f"CREATED#{self.created_at}",
-            "GSI2PK": f"JOB_NAME#{self.name}", "GSI2SK": f"CREATED#{self.created_at}",
-            "name": self.name, "description": self.description, "created_at": self.created_at,
-            "created_by": self.created_by, "status": self.status, "priority": self.priority,
+            "PK": f"JOB#{self.job_id}",
+            "SK": "JOB",
+            "TYPE": "JOB",
+            "GSI1PK": f"STATUS#{self.status}",
+            "GSI1SK": f"CREATED#{self.created_at}",
+            "GSI2PK": f"JOB_NAME#{self.name}",
+            "GSI2SK": f"CREATED#{self.created_at}",
+            "name": self.name,
+            "description": self.description,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "status": self.status,
+            "priority": self.priority,
             "job_config": self.job_config,
         }
         # Empty optional maps are left out (spec).
@@ -120,19 +136,36 @@ class JobStore:
         return self.table.description
 
     # --- writing -------------------------------------------------------------------
-    def create_job(self, name: str, job_config: dict, description: str = "", priority: str = "medium",
-                   tags: dict | None = None, storage: dict | None = None) -> Job:
+    def create_job(
+        self,
+        name: str,
+        job_config: dict,
+        description: str = "",
+        priority: str = "medium",
+        tags: dict | None = None,
+        storage: dict | None = None,
+    ) -> Job:
         if priority not in PRIORITIES:
             raise UserError(f"Unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}.")
-        job = Job(job_id=str(uuid.uuid4()), name=name, status="pending", created_at=now_iso(),
-                  created_by=f"{getpass.getuser()}@{socket.gethostname()}", description=description,
-                  priority=priority, job_config=job_config, storage=storage or {}, tags=tags or {})
+        job = Job(
+            job_id=str(uuid.uuid4()),
+            name=name,
+            status="pending",
+            created_at=now_iso(),
+            created_by=f"{getpass.getuser()}@{socket.gethostname()}",
+            description=description,
+            priority=priority,
+            job_config=job_config,
+            storage=storage or {},
+            tags=tags or {},
+        )
         self.table.put(job.to_item(), must_not_exist=True)
         self._status_row(job, message="created")
         return job
 
-    def update_job(self, job: Job, status: str | None = None, message: str | None = None,
-                   progress: float | None = None) -> Job:
+    def update_job(
+        self, job: Job, status: str | None = None, message: str | None = None, progress: float | None = None
+    ) -> Job:
         """Rewrite the Job item (GSI1 follows the status) and, on a status change, add a JobStatus row."""
         changed = status is not None and status != job.status
         if status is not None:
@@ -146,10 +179,17 @@ class JobStore:
 
     def _status_row(self, job: Job, message: str | None = None, progress: float | None = None) -> None:
         at = now_iso()
-        item = {"PK": f"JOB#{job.job_id}", "SK": f"STATUS#{at}", "TYPE": "JOB_STATUS",
-                "GSI1PK": f"STATUS#{job.status}", "GSI1SK": f"UPDATED#{at}",
-                "status": job.status, "updated_at": at, "updated_by": job.created_by,
-                "instance_id": socket.gethostname()}
+        item = {
+            "PK": f"JOB#{job.job_id}",
+            "SK": f"STATUS#{at}",
+            "TYPE": "JOB_STATUS",
+            "GSI1PK": f"STATUS#{job.status}",
+            "GSI1SK": f"UPDATED#{at}",
+            "status": job.status,
+            "updated_at": at,
+            "updated_by": job.created_by,
+            "instance_id": socket.gethostname(),
+        }
         if message:
             item["message"] = message
         if progress is not None:
@@ -162,10 +202,19 @@ class JobStore:
         for m in metrics:
             at = now_iso()
             name = m["name"]
-            item = {"PK": f"JOB#{job_id}", "SK": f"METRIC#{name}#{at}", "TYPE": "JOB_METRIC",
-                    "GSI1PK": f"METRIC#{name}", "GSI1SK": at,
-                    "GSI2PK": f"METRIC#{name}", "GSI2SK": f"JOB#{job_id}#{at}",
-                    "job_id": job_id, "metric_name": name, "timestamp": at, "value": m["value"]}
+            item = {
+                "PK": f"JOB#{job_id}",
+                "SK": f"METRIC#{name}#{at}",
+                "TYPE": "JOB_METRIC",
+                "GSI1PK": f"METRIC#{name}",
+                "GSI1SK": at,
+                "GSI2PK": f"METRIC#{name}",
+                "GSI2SK": f"JOB#{job_id}#{at}",
+                "job_id": job_id,
+                "metric_name": name,
+                "timestamp": at,
+                "value": m["value"],
+            }
             for key in ("step", "epoch"):
                 if m.get(key) is not None:
                     item[key] = _epoch_step(m[key], key)
@@ -175,30 +224,59 @@ class JobStore:
         if items:
             self.table.put_many(items)
 
-    def add_log(self, job_id: str, level: str, message: str | dict, source: str | None = None,
-                exception: str | None = None) -> None:
+    def add_log(
+        self, job_id: str, level: str, message: str | dict, source: str | None = None, exception: str | None = None
+    ) -> None:
         if level not in LOG_LEVELS:
             raise ValueError(f"unknown log level {level!r}")
         if isinstance(message, dict):
             message = json.dumps(message, default=str)
         at = now_iso()
-        item = {"PK": f"JOB#{job_id}", "SK": f"LOG#{at}", "TYPE": "JOB_LOG",
-                "GSI1PK": "LOG", "GSI1SK": f"JOB#{job_id}#{at}",
-                "log_level": level, "message": message or "(empty)"}
+        item = {
+            "PK": f"JOB#{job_id}",
+            "SK": f"LOG#{at}",
+            "TYPE": "JOB_LOG",
+            "GSI1PK": "LOG",
+            "GSI1SK": f"JOB#{job_id}#{at}",
+            "log_level": level,
+            "message": message or "(empty)",
+        }
         if source:
             item["source"] = source
         if exception:
             item["exception"] = exception
         self.table.put(item, must_not_exist=True)
 
-    def add_checkpoint(self, job_id: str, s3_bucket: str, s3_key: str, size_bytes: int, step: int, epoch: int,
-                       is_best: bool = False, metrics: dict | None = None, optimizer_state: bool = True) -> None:
+    def add_checkpoint(
+        self,
+        job_id: str,
+        s3_bucket: str,
+        s3_key: str,
+        size_bytes: int,
+        step: int,
+        epoch: int,
+        is_best: bool = False,
+        metrics: dict | None = None,
+        optimizer_state: bool = True,
+    ) -> None:
         at = now_iso()
-        item = {"PK": f"JOB#{job_id}", "SK": f"CHECKPOINT#{at}", "TYPE": "JOB_CHECKPOINT",
-                "GSI1PK": "CHECKPOINT", "GSI1SK": f"JOB#{job_id}#{at}",
-                "job_id": job_id, "timestamp": at, "s3_bucket": s3_bucket, "s3_key": s3_key,
-                "size_bytes": int(size_bytes), "step": _epoch_step(step, "step"), "epoch": _epoch_step(epoch, "epoch"),
-                "model_state": True, "optimizer_state": optimizer_state, "is_best": is_best}
+        item = {
+            "PK": f"JOB#{job_id}",
+            "SK": f"CHECKPOINT#{at}",
+            "TYPE": "JOB_CHECKPOINT",
+            "GSI1PK": "CHECKPOINT",
+            "GSI1SK": f"JOB#{job_id}#{at}",
+            "job_id": job_id,
+            "timestamp": at,
+            "s3_bucket": s3_bucket,
+            "s3_key": s3_key,
+            "size_bytes": int(size_bytes),
+            "step": _epoch_step(step, "step"),
+            "epoch": _epoch_step(epoch, "epoch"),
+            "model_state": True,
+            "optimizer_state": optimizer_state,
+            "is_best": is_best,
+        }
         if metrics:
             item["metrics"] = metrics
         self.table.put(item, must_not_exist=True)
@@ -229,7 +307,9 @@ class JobStore:
             named = self.jobs_by_name(ref)
             job = named[0] if named else None
         if job is None:
-            raise UserError(f"No job with id or name {ref!r} in {self.description}; `layoutlm-cli jobs list` shows the jobs.")
+            raise UserError(
+                f"No job with id or name {ref!r} in {self.description}; `layoutlm-cli jobs list` shows the jobs."
+            )
         return job
 
     def metrics(self, job_id: str, name: str | None = None) -> list[dict]:

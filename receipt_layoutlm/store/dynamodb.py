@@ -18,21 +18,43 @@ import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
-                                 InvalidRegionError, NoCredentialsError, PartialCredentialsError)
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    InvalidRegionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from ..errors import UserError
 from .sqlite import ItemExists
 from .wire import item_from_wire, item_to_wire
 
-INDEX_KEYS = {None: ("PK", "SK"), "GSI1": ("GSI1PK", "GSI1SK"), "GSI2": ("GSI2PK", "GSI2SK"),
-              "GSI3": ("GSI3PK", "GSI3SK"), "GSI4": ("GSI4PK", "GSI4SK"), "GSITYPE": ("TYPE", None)}
+INDEX_KEYS = {
+    None: ("PK", "SK"),
+    "GSI1": ("GSI1PK", "GSI1SK"),
+    "GSI2": ("GSI2PK", "GSI2SK"),
+    "GSI3": ("GSI3PK", "GSI3SK"),
+    "GSI4": ("GSI4PK", "GSI4SK"),
+    "GSITYPE": ("TYPE", None),
+}
 GSI_NAMES = ("GSI1", "GSI2", "GSI3", "GSI4", "GSITYPE")
 BATCH_SIZE = 25  # BatchWriteItem's limit
 BATCH_RETRIES = 8
 WRITE_THREADS = 8
-AUTH_ERRORS = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidSignatureException",
-               "ExpiredTokenException", "ExpiredToken", "InvalidClientTokenId", "MissingAuthenticationTokenException"}
+AUTH_ERRORS = {
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+    "MissingAuthenticationTokenException",
+}
 
 
 def resolve_region(region: str | None) -> str:
@@ -52,35 +74,48 @@ def aws_session() -> boto3.session.Session:
 
 def make_client(region: str, endpoint_url: str | None):
     """One low-level client; botocore clients are thread-safe, so it is shared by threads."""
-    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                    max_pool_connections=32)
+    config = Config(
+        retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+    )
     try:
         return aws_session().client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
     except (InvalidRegionError, ValueError) as e:
-        raise UserError(f"Cannot use DynamoDB region {region!r} or endpoint {endpoint_url!r} ({e}); "
-                        "check --region and --endpoint-url.") from None
+        raise UserError(
+            f"Cannot use DynamoDB region {region!r} or endpoint {endpoint_url!r} ({e}); "
+            "check --region and --endpoint-url."
+        ) from None
 
 
 def explain(error: Exception, table_name: str, region: str, endpoint: str) -> UserError | None:
     """A botocore failure as one sentence naming the table/endpoint and the fix; None if not ours to explain."""
     if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-        return UserError(f"No AWS credentials found for DynamoDB table {table_name}; set AWS_PROFILE "
-                         "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.")
+        return UserError(
+            f"No AWS credentials found for DynamoDB table {table_name}; set AWS_PROFILE "
+            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+        )
     if isinstance(error, BotoConnectionError):
-        return UserError(f"Cannot reach the DynamoDB endpoint {endpoint} for table {table_name}; check "
-                         "--endpoint-url/DYNAMODB_ENDPOINT_URL, --region and the network.")
+        return UserError(
+            f"Cannot reach the DynamoDB endpoint {endpoint} for table {table_name}; check "
+            "--endpoint-url/DYNAMODB_ENDPOINT_URL, --region and the network."
+        )
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
-            return UserError(f"DynamoDB table {table_name} not found in region {region}; create it with "
-                             f"`layoutlm-cli dynamo create-table {table_name}` or check --dynamo-table/--region.")
+            return UserError(
+                f"DynamoDB table {table_name} not found in region {region}; create it with "
+                f"`layoutlm-cli dynamo create-table {table_name}` or check --dynamo-table/--region."
+            )
         if code == "ValidationException" and "table/index name" in str(error):
-            return UserError(f"{table_name!r} is not a valid DynamoDB table name (3-255 characters: letters, "
-                             "digits, '_', '-' and '.'); fix --dynamo-table.")
+            return UserError(
+                f"{table_name!r} is not a valid DynamoDB table name (3-255 characters: letters, "
+                "digits, '_', '-' and '.'); fix --dynamo-table."
+            )
         if code in AUTH_ERRORS:
-            return UserError(f"AWS refused access to DynamoDB table {table_name} in region {region} ({code}); "
-                             "check that the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID) are valid and "
-                             "allowed to use this table.")
+            return UserError(
+                f"AWS refused access to DynamoDB table {table_name} in region {region} ({code}); "
+                "check that the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID) are valid and "
+                "allowed to use this table."
+            )
     return None
 
 
@@ -116,14 +151,18 @@ class DynamoTable:
             table = self._call("describe_table", TableName=self.table_name)["Table"]
             keys = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
             if keys != {"HASH": "PK", "RANGE": "SK"}:
-                raise UserError(f"DynamoDB table {self.table_name} has key schema {keys}, not PK (hash) + SK "
-                                "(range); point --dynamo-table at the receipts table.")
+                raise UserError(
+                    f"DynamoDB table {self.table_name} has key schema {keys}, not PK (hash) + SK "
+                    "(range); point --dynamo-table at the receipts table."
+                )
             present = {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])}
             missing = [name for name in GSI_NAMES if name not in present]
             if missing:
-                raise UserError(f"DynamoDB table {self.table_name} lacks the global secondary index(es) "
-                                f"{', '.join(missing)}; recreate it with `layoutlm-cli dynamo create-table` or "
-                                "add them (see shared/spec/dynamodb-items.md).")
+                raise UserError(
+                    f"DynamoDB table {self.table_name} lacks the global secondary index(es) "
+                    f"{', '.join(missing)}; recreate it with `layoutlm-cli dynamo create-table` or "
+                    "add them (see shared/spec/dynamodb-items.md)."
+                )
             self._checked = True
 
     # --- the backend interface (same as SqliteTable) ----------------------------------
@@ -144,8 +183,10 @@ class DynamoTable:
         with the same key (a batch may not hold duplicate keys)."""
         self._ensure_table()
         unique = list({(i["PK"], i["SK"]): i for i in items}.values())
-        batches = [[{"PutRequest": {"Item": item_to_wire(i)}} for i in unique[start:start + BATCH_SIZE]]
-                   for start in range(0, len(unique), BATCH_SIZE)]
+        batches = [
+            [{"PutRequest": {"Item": item_to_wire(i)}} for i in unique[start : start + BATCH_SIZE]]
+            for start in range(0, len(unique), BATCH_SIZE)
+        ]
         if len(batches) <= 1:
             for batch in batches:
                 self._write_batch(batch)
@@ -163,18 +204,27 @@ class DynamoTable:
             if not requests:
                 return
             if attempt < BATCH_RETRIES:
-                time.sleep(min(0.05 * 2 ** attempt, 5.0) * (0.5 + random.random()))
-        raise UserError(f"DynamoDB table {self.table_name} kept {len(requests)} writes unprocessed after "
-                        f"{BATCH_RETRIES} retries (throttling); try again later or raise the table's capacity.")
+                time.sleep(min(0.05 * 2**attempt, 5.0) * (0.5 + random.random()))
+        raise UserError(
+            f"DynamoDB table {self.table_name} kept {len(requests)} writes unprocessed after "
+            f"{BATCH_RETRIES} retries (throttling); try again later or raise the table's capacity."
+        )
 
     def get(self, pk: str, sk: str) -> dict | None:
         self._ensure_table()
-        response = self._call("get_item", TableName=self.table_name, ConsistentRead=True,
-                              Key={"PK": {"S": pk}, "SK": {"S": sk}})
+        response = self._call(
+            "get_item", TableName=self.table_name, ConsistentRead=True, Key={"PK": {"S": pk}, "SK": {"S": sk}}
+        )
         return item_from_wire(response["Item"]) if "Item" in response else None
 
-    def query(self, pk_value: str, sk_prefix: str | None = None, index: str | None = None,
-              forward: bool = True, type_filter: str | None = None):
+    def query(
+        self,
+        pk_value: str,
+        sk_prefix: str | None = None,
+        index: str | None = None,
+        forward: bool = True,
+        type_filter: str | None = None,
+    ):
         """Items whose partition key is pk_value (and sort key starts with sk_prefix), every page."""
         if index not in INDEX_KEYS:
             raise ValueError(f"unknown index {index!r}; use None, {', '.join(GSI_NAMES)}")
@@ -182,10 +232,13 @@ class DynamoTable:
         if sk_prefix and sk_name is None:
             raise ValueError(f"index {index} has no sort key: sk_prefix must be None")
         self._ensure_table()
-        kwargs = {"TableName": self.table_name, "ScanIndexForward": forward,
-                  "KeyConditionExpression": "#pk = :pk",
-                  "ExpressionAttributeNames": {"#pk": pk_name},
-                  "ExpressionAttributeValues": {":pk": {"S": pk_value}}}
+        kwargs = {
+            "TableName": self.table_name,
+            "ScanIndexForward": forward,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": pk_name},
+            "ExpressionAttributeValues": {":pk": {"S": pk_value}},
+        }
         if index:
             kwargs["IndexName"] = index
         if sk_prefix:
@@ -212,19 +265,30 @@ def create_table(table_name: str, region: str | None = None, endpoint_url: str |
     table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
     gsi_keys = [(name, keys) for name, keys in INDEX_KEYS.items() if name]
     attributes = ["PK", "SK"] + [a for _, keys in gsi_keys for a in keys if a]
-    indexes = [{"IndexName": name, "Projection": {"ProjectionType": "ALL"},
-                "KeySchema": [{"AttributeName": pk, "KeyType": "HASH"}]
-                + ([{"AttributeName": sk, "KeyType": "RANGE"}] if sk else [])}
-               for name, (pk, sk) in gsi_keys]
+    indexes = [
+        {
+            "IndexName": name,
+            "Projection": {"ProjectionType": "ALL"},
+            "KeySchema": [{"AttributeName": pk, "KeyType": "HASH"}]
+            + ([{"AttributeName": sk, "KeyType": "RANGE"}] if sk else []),
+        }
+        for name, (pk, sk) in gsi_keys
+    ]
     try:
-        table._call("create_table", TableName=table_name, BillingMode="PAY_PER_REQUEST",
-                    AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
-                    KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
-                    GlobalSecondaryIndexes=indexes)
+        table._call(
+            "create_table",
+            TableName=table_name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=indexes,
+        )
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") == "ResourceInUseException":
-            raise UserError(f"DynamoDB table {table_name} already exists in region {table.region}; use it with "
-                            f"--dynamo-table {table_name} or choose another name.") from None
+            raise UserError(
+                f"DynamoDB table {table_name} already exists in region {table.region}; use it with "
+                f"--dynamo-table {table_name} or choose another name."
+            ) from None
         raise
     _wait_until_active(table)
     _enable_ttl(table)
@@ -236,20 +300,26 @@ def _wait_until_active(table: DynamoTable, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         description = table._call("describe_table", TableName=table.table_name)["Table"]
-        statuses = [description["TableStatus"]] + [g.get("IndexStatus", "ACTIVE")
-                                                   for g in description.get("GlobalSecondaryIndexes", [])]
+        statuses = [description["TableStatus"]] + [
+            g.get("IndexStatus", "ACTIVE") for g in description.get("GlobalSecondaryIndexes", [])
+        ]
         if all(s == "ACTIVE" for s in statuses):
             return
         if time.monotonic() > deadline:
-            raise UserError(f"DynamoDB table {table.table_name} is still not ACTIVE after {timeout_s:.0f} s; "
-                            "check it in the AWS console.")
+            raise UserError(
+                f"DynamoDB table {table.table_name} is still not ACTIVE after {timeout_s:.0f} s; "
+                "check it in the AWS console."
+            )
         time.sleep(1)
 
 
 def _enable_ttl(table: DynamoTable) -> None:
     try:
-        table._call("update_time_to_live", TableName=table.table_name,
-                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "time_to_live"})
+        table._call(
+            "update_time_to_live",
+            TableName=table.table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "time_to_live"},
+        )
     except ClientError:
         # DynamoDB Local and other emulators may not support TTL; real AWS must.
         if not table.endpoint_url:

@@ -13,8 +13,14 @@ from pathlib import Path
 from ..errors import UserError
 from .wire import item_from_wire, item_to_wire
 
-INDEXES = {None: ("PK", "SK"), "GSI1": ("GSI1PK", "GSI1SK"), "GSI2": ("GSI2PK", "GSI2SK"),
-           "GSI3": ("GSI3PK", "GSI3SK"), "GSI4": ("GSI4PK", "GSI4SK"), "GSITYPE": ("TYPE", "SK")}
+INDEXES = {
+    None: ("PK", "SK"),
+    "GSI1": ("GSI1PK", "GSI1SK"),
+    "GSI2": ("GSI2PK", "GSI2SK"),
+    "GSI3": ("GSI3PK", "GSI3SK"),
+    "GSI4": ("GSI4PK", "GSI4SK"),
+    "GSITYPE": ("TYPE", "SK"),
+}
 KEY_COLUMNS = ["PK", "SK", "TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK"]
 
 
@@ -31,13 +37,17 @@ class SqliteTable:
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             cols = ", ".join(f"{c} TEXT" for c in KEY_COLUMNS[2:])
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS items (PK TEXT NOT NULL, SK TEXT NOT NULL, {cols}, "
-                            "item TEXT NOT NULL, PRIMARY KEY (PK, SK))")
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS items (PK TEXT NOT NULL, SK TEXT NOT NULL, {cols}, "
+                "item TEXT NOT NULL, PRIMARY KEY (PK, SK))"
+            )
             for name, (pk, sk) in INDEXES.items():
                 if name:
                     self.db.execute(f"CREATE INDEX IF NOT EXISTS idx_{name} ON items ({pk}, {sk})")
         except (sqlite3.Error, OSError) as e:
-            raise UserError(f"Cannot open the job store {path} ({e}); pass another --job-store sqlite:///PATH.") from None
+            raise UserError(
+                f"Cannot open the job store {path} ({e}); pass another --job-store sqlite:///PATH."
+            ) from None
 
     def _row(self, item: dict) -> list:
         return [item.get(c) for c in KEY_COLUMNS] + [json.dumps(item_to_wire(item), ensure_ascii=False)]
@@ -54,15 +64,23 @@ class SqliteTable:
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
         with self.db:  # one transaction, like one BatchWriteItem round trip
             self.db.execute("BEGIN")
-            self.db.executemany(f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})",
-                                [self._row(i) for i in items])
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})",
+                [self._row(i) for i in items],
+            )
 
     def get(self, pk: str, sk: str) -> dict | None:
         row = self.db.execute("SELECT item FROM items WHERE PK=? AND SK=?", (pk, sk)).fetchone()
         return item_from_wire(json.loads(row[0])) if row else None
 
-    def query(self, pk_value: str, sk_prefix: str | None = None, index: str | None = None,
-              forward: bool = True, type_filter: str | None = None):
+    def query(
+        self,
+        pk_value: str,
+        sk_prefix: str | None = None,
+        index: str | None = None,
+        forward: bool = True,
+        type_filter: str | None = None,
+    ):
         pk, sk = INDEXES[index]
         sql, args = f"SELECT item FROM items WHERE {pk}=?", [pk_value]
         if sk_prefix:

@@ -31,7 +31,7 @@ def to_wire(value):
 
 
 def from_wire(attr: dict):
-    (kind, value), = attr.items()
+    ((kind, value),) = attr.items()
     if kind == "NULL":
         return None
     if kind in ("S", "BOOL"):

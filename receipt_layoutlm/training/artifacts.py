@@ -84,7 +84,7 @@ class RunFile:
         self.data = data if data is not None else {}
 
     @classmethod
-    def load(cls, path: Path) -> "RunFile":
+    def load(cls, path: Path) -> RunFile:
         return cls(path, json.loads(Path(path).read_text()))
 
     def update(self, **fields) -> None:

@@ -61,8 +61,19 @@ def plan_windows(lengths: list[int], max_tokens: int, overlap: int) -> list[tupl
     return windows
 
 
-def encode_window(tokens: list[list[int]], boxes, tags, unsupervised, start: int, end: int,
-                  label2id: dict, max_tokens: int, cls_id: int, sep_id: int, sequence: int):
+def encode_window(
+    tokens: list[list[int]],
+    boxes,
+    tags,
+    unsupervised,
+    start: int,
+    end: int,
+    label2id: dict,
+    max_tokens: int,
+    cls_id: int,
+    sep_id: int,
+    sequence: int,
+):
     input_ids, bbox, labels, positions = [cls_id], [CLS_BOX], [IGNORE], []
     for w in range(start, end):
         ids = tokens[w][: max(1, max_tokens - (len(input_ids) - 1))]
@@ -84,8 +95,10 @@ def sequences(tagged: list[TaggedReceipt], unit: str) -> list[dict]:
     Line mode leaves out lines that O:entity thinning dropped (they are not examples).
     """
     if unit == "receipt":
-        return [{"receipt": r.id, "texts": r.texts, "boxes": r.boxes, "tags": r.tags, "unsupervised": r.unsupervised}
-                for r in tagged]
+        return [
+            {"receipt": r.id, "texts": r.texts, "boxes": r.boxes, "tags": r.tags, "unsupervised": r.unsupervised}
+            for r in tagged
+        ]
     out = []
     for r in tagged:
         by_line: dict[int, list[int]] = {}
@@ -94,13 +107,22 @@ def sequences(tagged: list[TaggedReceipt], unit: str) -> list[dict]:
         for line, idx in by_line.items():
             if all(i in r.unsupervised for i in idx):
                 continue
-            out.append({"receipt": r.id, "line": line, "texts": [r.texts[i] for i in idx],
-                        "boxes": [r.boxes[i] for i in idx], "tags": [r.tags[i] for i in idx], "unsupervised": set()})
+            out.append(
+                {
+                    "receipt": r.id,
+                    "line": line,
+                    "texts": [r.texts[i] for i in idx],
+                    "boxes": [r.boxes[i] for i in idx],
+                    "tags": [r.tags[i] for i in idx],
+                    "unsupervised": set(),
+                }
+            )
     return out
 
 
-def build_examples(seqs: list[dict], tokenizer, label2id: dict, max_seq_length: int = 512,
-                   overlap: int = 128) -> tuple[list[dict], list[Window]]:
+def build_examples(
+    seqs: list[dict], tokenizer, label2id: dict, max_seq_length: int = 512, overlap: int = 128
+) -> tuple[list[dict], list[Window]]:
     """Encode every sequence into windowed examples (lists of ints, unpadded)."""
     max_tokens = max_seq_length - 2
     examples, windows = [], []
@@ -108,12 +130,23 @@ def build_examples(seqs: list[dict], tokenizer, label2id: dict, max_seq_length: 
     all_tokens = word_token_ids(tokenizer, all_texts)  # one batched call: fast tokenizers parallelise it
     offset = 0
     for k, s in enumerate(seqs):
-        tokens = all_tokens[offset: offset + len(s["texts"])]
+        tokens = all_tokens[offset : offset + len(s["texts"])]
         offset += len(s["texts"])
         lengths = [min(len(t), max_tokens) for t in tokens]
         for start, end in plan_windows(lengths, max_tokens, overlap):
-            ex, win = encode_window(tokens, s["boxes"], s.get("tags"), s.get("unsupervised", set()), start, end,
-                                    label2id, max_tokens, tokenizer.cls_token_id, tokenizer.sep_token_id, k)
+            ex, win = encode_window(
+                tokens,
+                s["boxes"],
+                s.get("tags"),
+                s.get("unsupervised", set()),
+                start,
+                end,
+                label2id,
+                max_tokens,
+                tokenizer.cls_token_id,
+                tokenizer.sep_token_id,
+                k,
+            )
             examples.append(ex)
             windows.append(win)
     return examples, windows

@@ -10,9 +10,9 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..sources import Receipt
 from ..errors import UserError
 from ..labels import LABEL_ORDER, final_label
+from ..sources import Receipt
 
 
 @dataclass
@@ -62,9 +62,15 @@ def tag_receipts(receipts: list[Receipt], merge_amounts: bool, allowed) -> tuple
                 after[label] += 1
             labels.append(label)
         lines = [w.line for w in r.words]
-        tagged.append(TaggedReceipt(
-            id=r.id, texts=[w.text for w in r.words], boxes=[normalize_box(w.box, r.width, r.height) for w in r.words],
-            lines=lines, tags=bio_tags(labels, lines)))
+        tagged.append(
+            TaggedReceipt(
+                id=r.id,
+                texts=[w.text for w in r.words],
+                boxes=[normalize_box(w.box, r.width, r.height) for w in r.words],
+                lines=lines,
+                tags=bio_tags(labels, lines),
+            )
+        )
     return tagged, {"labels_before": dict(sorted(before.items())), "labels_after": dict(sorted(after.items()))}
 
 
@@ -72,8 +78,10 @@ def build_label_list(tagged: list[TaggedReceipt]) -> list[str]:
     """O, then B-/I- of every entity type in the WHOLE dataset (not the training split alone)."""
     types = {t[2:] for r in tagged for t in r.tags if t != "O"}
     if not types:
-        raise UserError("No entity label is left after --merge-amounts/--allowed-label; every word would be O. "
-                        "Check the dataset's labels (`layoutlm-cli dataset stats`) and the --allowed-label list.")
+        raise UserError(
+            "No entity label is left after --merge-amounts/--allowed-label; every word would be O. "
+            "Check the dataset's labels (`layoutlm-cli dataset stats`) and the --allowed-label list."
+        )
     ordered = sorted(types, key=lambda t: LABEL_ORDER.get(t, len(LABEL_ORDER)))
     return ["O"] + [f"{p}-{t}" for t in ordered for p in ("B", "I")]
 
@@ -124,9 +132,15 @@ def thin_o_lines(train: list[TaggedReceipt], ratio: float | None, seed: int) -> 
             else:
                 o_words += len(idx)
                 lines_o.append((r, line, idx))
-    stats = {"o_entity_ratio": ratio, "entity_words": entity_words, "o_words_before": o_words,
-             "ratio_before": o_words / entity_words if entity_words else None,
-             "keep_probability": 1.0, "lines_dropped": 0, "words_dropped": 0}
+    stats = {
+        "o_entity_ratio": ratio,
+        "entity_words": entity_words,
+        "o_words_before": o_words,
+        "ratio_before": o_words / entity_words if entity_words else None,
+        "keep_probability": 1.0,
+        "lines_dropped": 0,
+        "words_dropped": 0,
+    }
     if ratio is None or o_words == 0:
         stats.update(o_words_after=o_words, ratio_after=stats["ratio_before"])
         return stats
@@ -137,8 +151,9 @@ def thin_o_lines(train: list[TaggedReceipt], ratio: float | None, seed: int) -> 
             stats["lines_dropped"] += 1
             stats["words_dropped"] += len(idx)
     o_after = o_words - stats["words_dropped"]
-    stats.update(keep_probability=keep_p, o_words_after=o_after,
-                 ratio_after=o_after / entity_words if entity_words else None)
+    stats.update(
+        keep_probability=keep_p, o_words_after=o_after, ratio_after=o_after / entity_words if entity_words else None
+    )
     return stats
 
 

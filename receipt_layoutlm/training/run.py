@@ -20,77 +20,14 @@ import shutil
 import signal
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UserError
 from ..labels import entity_types, resolve_allowed_labels
-from ..model import DEFAULT_PRETRAINED
+from .config import TrainConfig, check_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    job_name: str
-    dataset: str | None = None  # FILE.jsonl | wildreceipt:FILE | demo[:N]; None = the DynamoDB table
-    dynamo_table: str | None = None
-    label_status: list[str] = field(default_factory=lambda: ["VALID"])
-    output_dir: str | None = None
-    pretrained: str = DEFAULT_PRETRAINED
-    epochs: float = 3.0
-    batch_size: int = 8
-    lr: float = 5e-5
-    warmup_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.01
-    gradient_accumulation_steps: int = 1
-    o_entity_ratio: float | None = None
-    merge_amounts: bool = False
-    allowed_labels: list[str] = field(default_factory=list)
-    early_stopping_patience: int | None = None
-    val_ratio: float = 0.1
-    seed: int = 42
-    example_unit: str = "receipt"
-    max_seq_length: int = 512
-    window_overlap: int = 128
-    precision: str = "auto"
-    num_workers: int = 0
-    save_total_limit: int = 2
-    max_steps: int = -1
-    output_s3_uri: str | None = None
-    description: str = ""
-    priority: str = "medium"
-
-    def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Flag errors found before anything is recorded."""
-    if not cfg.job_name or "/" in cfg.job_name:
-        raise UserError(f"--job-name {cfg.job_name!r} must be non-empty and contain no '/'.")
-    if cfg.dataset is None and not cfg.dynamo_table:
-        raise UserError("No data: pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
-    if cfg.example_unit not in ("receipt", "line"):
-        raise UserError(f"--example-unit must be receipt or line, got {cfg.example_unit!r}.")
-    if cfg.epochs <= 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.gradient_accumulation_steps < 1:
-        raise UserError("--epochs, --lr must be positive and --batch-size, --gradient-accumulation-steps at least 1.")
-    if not 0 <= cfg.warmup_ratio < 1:
-        raise UserError(f"--warmup-ratio must be in [0, 1), got {cfg.warmup_ratio}.")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}.")
-    if cfg.o_entity_ratio is not None and cfg.o_entity_ratio <= 0:
-        raise UserError(f"--o-entity-ratio must be positive, got {cfg.o_entity_ratio}.")
-    if cfg.early_stopping_patience is not None and cfg.early_stopping_patience < 1:
-        raise UserError("--early-stopping-patience must be at least 1.")
-    if not 16 <= cfg.max_seq_length <= 512:
-        raise UserError(f"--max-seq-length must be between 16 and 512 (LayoutLM's limit), got {cfg.max_seq_length}.")
-    if not 0 <= cfg.window_overlap < cfg.max_seq_length // 2:
-        raise UserError("--window-overlap must be at least 0 and under half of --max-seq-length.")
-    if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise UserError(f"--precision must be auto, fp32, fp16 or bf16, got {cfg.precision!r}.")
-    resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)
 
 
 def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
@@ -116,8 +53,10 @@ def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
                 what = f"job {prev.get('job_name')!r} ({prev.get('job_id')})"
             except ValueError:
                 pass
-        raise UserError(f"Output directory {out} already holds {what}; pass --resume to continue it, "
-                        "--overwrite-output-dir to replace it, or another --output-dir/--job-name.")
+        raise UserError(
+            f"Output directory {out} already holds {what}; pass --resume to continue it, "
+            "--overwrite-output-dir to replace it, or another --output-dir/--job-name."
+        )
     return None
 
 
@@ -139,9 +78,12 @@ def load_source(cfg: TrainConfig):
         return load_receipts(cfg.dataset, seed=cfg.seed)
     from ..sources.dynamodb import load_dynamo_receipts
 
-    return load_dynamo_receipts(cfg.dynamo_table, region=os.environ.get("AWS_REGION"),
-                                endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
-                                statuses=tuple(cfg.label_status))
+    return load_dynamo_receipts(
+        cfg.dynamo_table,
+        region=os.environ.get("AWS_REGION"),
+        endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
+        statuses=tuple(cfg.label_status),
+    )
 
 
 def prepare_data(cfg: TrainConfig, receipts, report) -> PreparedData:
@@ -157,8 +99,13 @@ def prepare_data(cfg: TrainConfig, receipts, report) -> PreparedData:
     train = [r for r in tagged if r.id not in val_set]
     val = [r for r in tagged if r.id in val_set]
     thinning = thin_o_lines(train, cfg.o_entity_ratio, cfg.seed)
-    counts = {"receipts": len(tagged), **label_counts, "train": split_counts(train), "val": split_counts(val),
-              "val_receipt_ids": val_ids}
+    counts = {
+        "receipts": len(tagged),
+        **label_counts,
+        "train": split_counts(train),
+        "val": split_counts(val),
+        "val_receipt_ids": val_ids,
+    }
     return PreparedData(label_list, train, val, counts, thinning, report.dropped)
 
 
@@ -183,8 +130,16 @@ class Recorder:
             self.job.results.update(results)
             self.store.update_job(self.job, status=status, message=message, progress=progress)
 
-    def upload(self, local: Path, prefix_attr: str, subdir: str = "", checkpoint_step=None, epoch=0,
-               is_best=False, metrics=None) -> None:
+    def upload(
+        self,
+        local: Path,
+        prefix_attr: str,
+        subdir: str = "",
+        checkpoint_step=None,
+        epoch=0,
+        is_best=False,
+        metrics=None,
+    ) -> None:
         """Upload a file or folder to S3; a failure is logged and remembered, training goes on."""
         if not self.s3:
             return
@@ -196,8 +151,9 @@ class Recorder:
                 self.s3.upload_file(local, key)
                 size = local.stat().st_size
             if checkpoint_step is not None and self.store:
-                self.store.add_checkpoint(self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch,
-                                          is_best=is_best, metrics=metrics)
+                self.store.add_checkpoint(
+                    self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch, is_best=is_best, metrics=metrics
+                )
         except Exception as e:  # noqa: BLE001 - any upload failure is recorded, never swallowed
             message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
             self.upload_errors.append(message)
@@ -230,36 +186,54 @@ def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float
             if not state.is_world_process_zero or not metrics:
                 return
             step, epoch = state.global_step, epoch_number(state.epoch)
-            names = {"eval_f1": ("val_f1", "ratio"), "eval_precision": ("val_precision", "ratio"),
-                     "eval_recall": ("val_recall", "ratio"), "eval_loss": ("eval_loss", "loss")}
-            rows = [{"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]}
-                    for k in names if k in metrics]
+            names = {
+                "eval_f1": ("val_f1", "ratio"),
+                "eval_precision": ("val_precision", "ratio"),
+                "eval_recall": ("val_recall", "ratio"),
+                "eval_loss": ("eval_loss", "loss"),
+            }
+            rows = [
+                {"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]} for k in names if k in metrics
+            ]
             for key, value in metrics.items():
                 if key.startswith("eval_label_"):
                     unit = "count" if key.endswith("_support") else "ratio"
                     rows.append({"name": key.removeprefix("eval_"), "value": value, "unit": unit})
             recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
             train_losses = [h["loss"] for h in state.log_history if "loss" in h]
-            entry = {"epoch": epoch, "step": step, "val_f1": metrics.get("eval_f1"),
-                     "val_precision": metrics.get("eval_precision"), "val_recall": metrics.get("eval_recall"),
-                     "eval_loss": metrics.get("eval_loss"), "train_loss": train_losses[-1] if train_losses else None,
-                     "per_label": {t: {m: metrics.get(f"eval_label_{t}_{m}") for m in ("f1", "precision", "recall",
-                                                                                        "support")}
-                                   for t in entity_types(label_list)}}
+            entry = {
+                "epoch": epoch,
+                "step": step,
+                "val_f1": metrics.get("eval_f1"),
+                "val_precision": metrics.get("eval_precision"),
+                "val_recall": metrics.get("eval_recall"),
+                "eval_loss": metrics.get("eval_loss"),
+                "train_loss": train_losses[-1] if train_losses else None,
+                "per_label": {
+                    t: {m: metrics.get(f"eval_label_{t}_{m}") for m in ("f1", "precision", "recall", "support")}
+                    for t in entity_types(label_list)
+                },
+            }
             if recorder.run_file:
                 recorder.run_file.append("epoch_metrics", entry)
                 recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
             progress = 100 * min(1.0, (state.epoch or 0) / total_epochs)
-            recorder.status("running", message=f"epoch {epoch}: val_f1 {metrics.get('eval_f1', 0):.4f}",
-                            progress=progress)
+            recorder.status(
+                "running", message=f"epoch {epoch}: val_f1 {metrics.get('eval_f1', 0):.4f}", progress=progress
+            )
 
         def on_save(self, args, state, control, **kwargs):
             if not state.is_world_process_zero:
                 return
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.exists():
-                recorder.upload(ckpt, "checkpoints_prefix", f"{ckpt.name}/", checkpoint_step=state.global_step,
-                                epoch=epoch_number(state.epoch))
+                recorder.upload(
+                    ckpt,
+                    "checkpoints_prefix",
+                    f"{ckpt.name}/",
+                    checkpoint_step=state.global_step,
+                    epoch=epoch_number(state.epoch),
+                )
 
     return RecordingCallback()
 
@@ -278,7 +252,7 @@ def _trainer_class():
 
 
 def _quiet_progress_class():
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import ProgressCallback
 
     class QuietProgress(ProgressCallback):
         """The Trainer's progress bars, without a dict printed per log; one line per evaluation."""
@@ -293,9 +267,11 @@ def _quiet_progress_class():
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             super().on_evaluate(args, state, control, **kwargs)
             if state.is_world_process_zero and metrics and "eval_f1" in metrics:
-                self.say(f"epoch {state.epoch:.0f}: val F1 {metrics['eval_f1']:.4f} "
-                         f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
-                         f"eval loss {metrics['eval_loss']:.4f}")
+                self.say(
+                    f"epoch {state.epoch:.0f}: val F1 {metrics['eval_f1']:.4f} "
+                    f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
+                    f"eval loss {metrics['eval_loss']:.4f}"
+                )
 
     return QuietProgress
 
@@ -336,11 +312,17 @@ def config_record(cfg: TrainConfig, resume: bool) -> dict:
     import transformers
 
     record = asdict(cfg)
-    record.update(resume=resume, output_dir=str(cfg.resolved_output_dir()),
-                  environment={"python": platform.python_version(), "torch": torch.__version__,
-                               "transformers": transformers.__version__,
-                               "device": "cuda" if torch.cuda.is_available() else "cpu",
-                               "world_size": int(os.environ.get("WORLD_SIZE", "1"))})
+    record.update(
+        resume=resume,
+        output_dir=str(cfg.resolved_output_dir()),
+        environment={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        },
+    )
     return record
 
 
@@ -356,8 +338,9 @@ def precision_flags(choice: str) -> dict:
     return {choice: True} if choice != "fp32" else {}
 
 
-def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = False,
-                 overwrite_output_dir: bool = False, say=print) -> dict:
+def run_training(
+    cfg: TrainConfig, store_uri: str | None = None, resume: bool = False, overwrite_output_dir: bool = False, say=print
+) -> dict:
     """Train one job; returns the summary. Raises UserError for problems the user can fix."""
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -379,14 +362,23 @@ def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = 
         if previous:
             job = store.get_job(previous["job_id"])
             if job is None:
-                raise UserError(f"--resume: job {previous['job_id']} of {out}/run.json is not in "
-                                f"{store.description}; pass the --job-store it was recorded in.")
+                raise UserError(
+                    f"--resume: job {previous['job_id']} of {out}/run.json is not in "
+                    f"{store.description}; pass the --job-store it was recorded in."
+                )
             run_file = RunFile(out / "run.json", previous)
         else:
-            job = store.create_job(cfg.job_name, config_record(cfg, resume), description=cfg.description,
-                                   priority=cfg.priority, storage=s3.storage if s3 else None)
-            run_file = RunFile(out / "run.json", {"job_id": job.job_id, "job_name": cfg.job_name,
-                                                  "job_store": store.description, "status": "pending"})
+            job = store.create_job(
+                cfg.job_name,
+                config_record(cfg, resume),
+                description=cfg.description,
+                priority=cfg.priority,
+                storage=s3.storage if s3 else None,
+            )
+            run_file = RunFile(
+                out / "run.json",
+                {"job_id": job.job_id, "job_name": cfg.job_name, "job_store": store.description, "status": "pending"},
+            )
             run_file.save()
     recorder = Recorder(store, job, run_file, s3)
     holder: dict = {}  # what _train built so far, for the record of a run that stops early
@@ -396,8 +388,10 @@ def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = 
         summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop)
     except (KeyboardInterrupt, Interrupted) as e:
         _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
-        raise UserError(f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
-                        "Continue it with the same command plus --resume.") from None
+        raise UserError(
+            f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
+            "Continue it with the same command plus --resume."
+        ) from None
     except UserError as e:
         _finish_stopped(recorder, holder, "failed", str(e))
         raise
@@ -407,8 +401,10 @@ def run_training(cfg: TrainConfig, store_uri: str | None = None, resume: bool = 
     finally:
         signal.signal(signal.SIGTERM, old_handler)
     if recorder.upload_errors:  # training succeeded; the failed uploads still fail the command
-        raise UserError(f"Training finished but {len(recorder.upload_errors)} S3 upload(s) failed "
-                        f"(first: {recorder.upload_errors[0]}); best/ is in {summary['best_dir']}.")
+        raise UserError(
+            f"Training finished but {len(recorder.upload_errors)} S3 upload(s) failed "
+            f"(first: {recorder.upload_errors[0]}); best/ is in {summary['best_dir']}."
+        )
     return summary
 
 
@@ -422,8 +418,13 @@ def _finish_stopped(recorder: Recorder, holder: dict, status: str, message: str,
 
         best = Path(trainer.state.best_model_checkpoint)
         if best.exists():
-            copy_checkpoint_as_best(best, Path(trainer.args.output_dir) / "best", holder["tokenizer"],
-                                    holder["label_list"], {"best_f1": trainer.state.best_metric})
+            copy_checkpoint_as_best(
+                best,
+                Path(trainer.args.output_dir) / "best",
+                holder["tokenizer"],
+                holder["label_list"],
+                {"best_f1": trainer.state.best_metric},
+            )
     recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
     recorder.status(status, message=message[:500])
     if recorder.run_file:
@@ -431,18 +432,26 @@ def _finish_stopped(recorder: Recorder, holder: dict, status: str, message: str,
         recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
 
 
-def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | None, say, is_main: bool,
-           holder: dict, stop: StopRequest) -> dict:
+def _train(
+    cfg: TrainConfig,
+    recorder: Recorder,
+    out: Path,
+    previous: dict | None,
+    say,
+    is_main: bool,
+    holder: dict,
+    stop: StopRequest,
+) -> dict:
     import torch
     import transformers
     from transformers import EarlyStoppingCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from ..metrics import entity_scores
+    from ..model import load_model
     from .artifacts import latest_checkpoint, save_model_dir
     from .collate import Collator
     from .features import build_examples, merge_predictions, sequences
-    from ..metrics import entity_scores
-    from ..model import load_model
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
@@ -451,8 +460,10 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     data = prepare_data(cfg, receipts, report)
     label_list = data.label_list
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
-        raise UserError(f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
-                        f"but this run's data and flags give {label_list}; resume with the original flags.")
+        raise UserError(
+            f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
+            f"but this run's data and flags give {label_list}; resume with the original flags."
+        )
     label2id = {t: i for i, t in enumerate(label_list)}
     id2label = dict(enumerate(label_list))
     transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
@@ -473,8 +484,10 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
 
     if is_main:
         _record_start(cfg, recorder, data, report, previous)
-    say(f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
-        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags")
+    say(
+        f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
+        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
+    )
 
     val_true = [s["tags"] for s in val_seqs]
 
@@ -482,28 +495,51 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
         tags = merge_predictions(pred.predictions, val_windows, [len(t) for t in val_true], id2label)
         return entity_scores(val_true, tags, entity_types(label_list))
 
-    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps *
-                                                 int(os.environ.get("WORLD_SIZE", "1"))))
+    steps_per_epoch = math.ceil(
+        len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
+    )
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, label_smoothing_factor=cfg.label_smoothing,
-        eval_strategy="epoch", save_strategy="epoch", logging_strategy="steps",
-        logging_steps=max(1, steps_per_epoch // 4), load_best_model_at_end=True, metric_for_best_model="f1",
-        greater_is_better=True, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length", dataloader_num_workers=cfg.num_workers, report_to="none",
-        dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
-        disable_tqdm=not is_main, **precision_flags(cfg.precision),
+        lr_scheduler_type="linear",
+        weight_decay=cfg.weight_decay,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        label_smoothing_factor=cfg.label_smoothing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=cfg.num_workers,
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
+        disable_tqdm=not is_main,
+        **precision_flags(cfg.precision),
     )
     callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop)]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = _trainer_class()(
-        model=model, args=args, train_dataset=train_ex, eval_dataset=val_ex, processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=train_ex,
+        eval_dataset=val_ex,
+        processing_class=tokenizer,
         data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
-        compute_metrics=compute_metrics, callbacks=callbacks,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
     trainer.remove_callback(ProgressCallback)
@@ -526,22 +562,44 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
     best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
     best_dir = out / "best"
     results = {
-        "best_f1": best["eval_f1"], "best_precision": best["eval_precision"], "best_recall": best["eval_recall"],
-        "best_epoch": epoch_number(best["epoch"]), "best_step": best["step"],
-        "epochs_completed": len(evals), "stopped_early": state.global_step < state.max_steps,
-        "label_list": label_list, "train_runtime": round(time.time() - started, 2),
-        "train_loss": float(train_output.training_loss), "best_dir": str(best_dir),
+        "best_f1": best["eval_f1"],
+        "best_precision": best["eval_precision"],
+        "best_recall": best["eval_recall"],
+        "best_epoch": epoch_number(best["epoch"]),
+        "best_step": best["step"],
+        "epochs_completed": len(evals),
+        "stopped_early": state.global_step < state.max_steps,
+        "label_list": label_list,
+        "train_runtime": round(time.time() - started, 2),
+        "train_loss": float(train_output.training_loss),
+        "best_dir": str(best_dir),
         "best_checkpoint": state.best_model_checkpoint,
     }
     if is_main:
         # load_best_model_at_end put the best weights back into trainer.model.
-        save_model_dir(best_dir, trainer.model, tokenizer, label_list,
-                       {"best_f1": results["best_f1"], "job_id": recorder.job.job_id,
-                        "example_unit": cfg.example_unit, "max_seq_length": cfg.max_seq_length,
-                        "window_overlap": cfg.window_overlap, "merge_amounts": cfg.merge_amounts,
-                        "allowed_labels": cfg.allowed_labels})
-        recorder.upload(best_dir, "best_prefix", checkpoint_step=results["best_step"], epoch=results["best_epoch"],
-                        is_best=True, metrics={"val_f1": results["best_f1"]})
+        save_model_dir(
+            best_dir,
+            trainer.model,
+            tokenizer,
+            label_list,
+            {
+                "best_f1": results["best_f1"],
+                "job_id": recorder.job.job_id,
+                "example_unit": cfg.example_unit,
+                "max_seq_length": cfg.max_seq_length,
+                "window_overlap": cfg.window_overlap,
+                "merge_amounts": cfg.merge_amounts,
+                "allowed_labels": cfg.allowed_labels,
+            },
+        )
+        recorder.upload(
+            best_dir,
+            "best_prefix",
+            checkpoint_step=results["best_step"],
+            epoch=results["best_epoch"],
+            is_best=True,
+            metrics={"val_f1": results["best_f1"]},
+        )
         _record_end(recorder, results)
     return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
@@ -549,24 +607,42 @@ def _train(cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | Non
 def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, report, previous) -> None:
     counts, thin = data.counts, data.thinning
     recorder.run_file.update(
-        status="running", config=asdict(cfg), label_list=data.label_list,
+        status="running",
+        config=asdict(cfg),
+        label_list=data.label_list,
         dataset={"source": report.source, "dropped_by_reader": data.dropped, **counts},
-        split={"seed": cfg.seed, "val_ratio": cfg.val_ratio, "rule": "sha256(seed, receipt id) < val_ratio",
-               "val_receipt_ids": counts["val_receipt_ids"]},
-        thinning=thin)
+        split={
+            "seed": cfg.seed,
+            "val_ratio": cfg.val_ratio,
+            "rule": "sha256(seed, receipt id) < val_ratio",
+            "val_receipt_ids": counts["val_receipt_ids"],
+        },
+        thinning=thin,
+    )
     if previous:
         recorder.log("INFO", "resumed from the latest checkpoint")
         return
-    recorder.log("INFO", {"type": "run_config", "data": {"config": asdict(cfg), "label_list": data.label_list,
-                                                          "dataset": {k: v for k, v in counts.items()
-                                                                      if k != "val_receipt_ids"},
-                                                          "thinning": thin, "dropped_by_reader": data.dropped}})
+    recorder.log(
+        "INFO",
+        {
+            "type": "run_config",
+            "data": {
+                "config": asdict(cfg),
+                "label_list": data.label_list,
+                "dataset": {k: v for k, v in counts.items() if k != "val_receipt_ids"},
+                "thinning": thin,
+                "dropped_by_reader": data.dropped,
+            },
+        },
+    )
     rows = []
     for split in ("train", "val"):
         for key in ("receipts", "examples", "words", "entity_words", "lines"):
             rows.append({"name": f"dataset_{split}_{key}", "value": counts[split][key], "unit": "count"})
-    rows += [{"name": "dataset_lines_dropped", "value": thin["lines_dropped"], "unit": "count"},
-             {"name": "dataset_words_dropped", "value": thin["words_dropped"], "unit": "count"}]
+    rows += [
+        {"name": "dataset_lines_dropped", "value": thin["lines_dropped"], "unit": "count"},
+        {"name": "dataset_words_dropped", "value": thin["words_dropped"], "unit": "count"},
+    ]
     for key in ("ratio_before", "ratio_after"):
         if thin[key] is not None:
             rows.append({"name": f"dataset_o_entity_{key}", "value": thin[key], "unit": "ratio"})
@@ -578,5 +654,9 @@ def _record_end(recorder: Recorder, results: dict) -> None:
     recorder.run_file.update(status="succeeded", summary=results)
     recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
     recorder.log("INFO", summary)
-    recorder.status("succeeded", message=f"best val_f1 {results['best_f1']:.4f} at epoch {results['best_epoch']}",
-                    progress=100, **{k: v for k, v in results.items() if v is not None})
+    recorder.status(
+        "succeeded",
+        message=f"best val_f1 {results['best_f1']:.4f} at epoch {results['best_epoch']}",
+        progress=100,
+        **{k: v for k, v in results.items() if v is not None},
+    )
