@@ -7,24 +7,15 @@ training starts, and uploads directories with retries. An upload that still fail
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
+from .aws import AwsSettings, aws_session, explain
 from .errors import UserError
-from .store.dynamodb import aws_session
 
 MIB = 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=8)
@@ -49,15 +40,15 @@ def _join(*parts: str) -> str:
 
 
 class S3Sync:
-    def __init__(self, uri: str, job_name: str, endpoint_url: str | None = None, region: str | None = None):
+    def __init__(self, uri: str, job_name: str, aws: AwsSettings | None = None):
+        aws = aws or AwsSettings()
         self.uri = uri
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.run_root_prefix = _join(self.prefix, job_name)
         self.checkpoints_prefix = self.run_root_prefix + "checkpoints/"
         self.best_prefix = self.run_root_prefix + "best/"
         self.logs_prefix = self.run_root_prefix + "logs/"
-        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+        self.endpoint_url = aws.s3_endpoint
         config = Config(
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=10,
@@ -65,7 +56,7 @@ class S3Sync:
             # Local servers (moto, MinIO) answer on one host name: path-style keys.
             s3={"addressing_style": "path"} if self.endpoint_url else None,
         )
-        self.client = aws_session().client("s3", region_name=region, endpoint_url=self.endpoint_url, config=config)
+        self.client = aws_session().client("s3", region_name=aws.region, endpoint_url=self.endpoint_url, config=config)
 
     @property
     def storage(self) -> dict:
@@ -84,28 +75,14 @@ class S3Sync:
     def _explain(self, error: Exception) -> UserError:
         """A failure as one sentence naming the bucket (or endpoint) and the fix."""
         where = f"S3 bucket {self.bucket}"
-        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+        code = str(error.response.get("Error", {}).get("Code")) if isinstance(error, ClientError) else ""
+        if code in ("404", "NoSuchBucket"):
             return UserError(
-                f"No AWS credentials found for {where}; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+                f"{where} does not exist; create it (aws s3 mb s3://{self.bucket}) or fix the bucket name "
+                "in the S3 URI."
             )
-        if isinstance(error, BotoConnectionError):
-            return UserError(
-                f"Cannot reach the S3 endpoint {self.client.meta.endpoint_url} for {where}; check "
-                "AWS_ENDPOINT_URL_S3 and the network."
-            )
-        if isinstance(error, ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                return UserError(
-                    f"{where} does not exist; create it (aws s3 mb s3://{self.bucket}) or fix the "
-                    "bucket name in the S3 URI."
-                )
-            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-                return UserError(
-                    f"AWS refused access to {where} ({code}); check the credentials and their "
-                    "s3:ListBucket/s3:PutObject permissions on it."
-                )
-        return UserError(f"{where}: {error}")
+        known = explain(error, "S3", where, self.client.meta.endpoint_url, "AWS_ENDPOINT_URL_S3")
+        return known or UserError(f"{where}: {error}")
 
     def check(self) -> None:
         """HeadBucket before training, so a bad bucket fails in seconds, not after the first epoch."""

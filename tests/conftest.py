@@ -8,6 +8,8 @@ from pathlib import Path
 import aws_servers
 import pytest
 
+from receipt_layoutlm.aws import AwsSettings
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
@@ -41,8 +43,9 @@ def s3_server():
 
 
 @pytest.fixture
-def aws_env(monkeypatch, tmp_path, dynamodb_local, s3_server):
-    """Fake credentials and the local endpoints, so no test can reach real AWS."""
+def aws_env(monkeypatch, tmp_path, dynamodb_local, s3_server) -> AwsSettings:
+    """Fake credentials and the local endpoints, so no test can reach real AWS; returns the AwsSettings
+    that point at the local servers."""
     for name in (
         "AWS_PROFILE",
         "AWS_DEFAULT_PROFILE",
@@ -60,16 +63,17 @@ def aws_env(monkeypatch, tmp_path, dynamodb_local, s3_server):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    # The CLI reads these at its boundary; library calls in tests get the returned settings.
     monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", dynamodb_local)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
-    return {"dynamodb": dynamodb_local, "s3": s3_server}
+    return AwsSettings(region="us-east-1", dynamodb_endpoint=dynamodb_local, s3_endpoint=s3_server)
 
 
 @pytest.fixture
-def fresh_table(aws_env) -> str:
+def fresh_table(aws_env: AwsSettings) -> str:
     """A new, empty receipts table (created as `layoutlm-cli dynamo create-table` does); yields its name."""
     from receipt_layoutlm.store.dynamodb import create_table
 
     name = f"test-{uuid.uuid4().hex[:12]}"
-    create_table(name)
+    create_table(name, aws_env)
     return name

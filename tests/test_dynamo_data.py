@@ -29,7 +29,7 @@ def wildreceipts(shared_dir):
 
 @pytest.fixture
 def raw(aws_env):
-    return boto3.client("dynamodb", endpoint_url=aws_env["dynamodb"], region_name="us-east-1")
+    return boto3.client("dynamodb", endpoint_url=aws_env.dynamodb_endpoint, region_name="us-east-1")
 
 
 def small_receipt() -> Receipt:
@@ -48,14 +48,14 @@ def small_receipt() -> Receipt:
     )
 
 
-def test_import_then_export_gives_back_the_receipts(fresh_table, wildreceipts):
-    counts = import_receipts(wildreceipts, fresh_table)
+def test_import_then_export_gives_back_the_receipts(fresh_table, wildreceipts, aws_env):
+    counts = import_receipts(wildreceipts, fresh_table, aws_env)
     assert counts["receipts"] == 20
     assert counts["words"] == sum(len(r.words) for r in wildreceipts)
     assert counts["lines"] == sum(len({w.line for w in r.words}) for r in wildreceipts)
     assert counts["labels"] == sum(w.label != "O" for r in wildreceipts for w in r.words)
 
-    loaded, report = load_dynamo_receipts(fresh_table)
+    loaded, report = load_dynamo_receipts(fresh_table, aws_env)
     assert report.dropped == {}
     by_id = {r.id: r for r in loaded}
     labelled = [r for r in wildreceipts if any(w.label != "O" for w in r.words)]
@@ -69,8 +69,8 @@ def test_import_then_export_gives_back_the_receipts(fresh_table, wildreceipts):
             assert a.box == pytest.approx(b.box, abs=tolerance)
 
 
-def test_imported_items_follow_the_spec(fresh_table, raw):
-    import_receipts([small_receipt()], fresh_table)
+def test_imported_items_follow_the_spec(fresh_table, raw, aws_env):
+    import_receipts([small_receipt()], fresh_table, aws_env)
     iid = image_id_for("small-1")
     assert uuid.UUID(iid).version == 4 and image_id_for("small-1") == iid
     items = raw.query(
@@ -185,15 +185,15 @@ def test_imported_items_follow_the_spec(fresh_table, raw):
     assert sum(i["TYPE"]["S"] == "RECEIPT_WORD_LABEL" for i in items) == 4
 
 
-def test_reimport_overwrites_the_same_items(fresh_table, raw):
-    import_receipts([small_receipt()], fresh_table)
-    import_receipts([small_receipt()], fresh_table)
+def test_reimport_overwrites_the_same_items(fresh_table, raw, aws_env):
+    import_receipts([small_receipt()], fresh_table, aws_env)
+    import_receipts([small_receipt()], fresh_table, aws_env)
     assert raw.scan(TableName=fresh_table, Select="COUNT")["Count"] == 1 + 3 + 5 + 4
 
 
-def test_reading_order_and_boxes(fresh_table):
-    import_receipts([small_receipt()], fresh_table)
-    (receipt,), _ = load_dynamo_receipts(fresh_table)
+def test_reading_order_and_boxes(fresh_table, aws_env):
+    import_receipts([small_receipt()], fresh_table, aws_env)
+    (receipt,), _ = load_dynamo_receipts(fresh_table, aws_env)
     assert receipt.id == f"{image_id_for('small-1')}#00001"
     assert [(w.text, w.line, w.label) for w in receipt.words] == [
         ("ACME", 0, "MERCHANT_NAME"),
@@ -220,9 +220,9 @@ def add_label(table: DynamoTable, iid: str, line: int, word: int, label: str, st
     )
 
 
-def test_several_labels_aliases_and_missing_words_are_counted(fresh_table):
-    import_receipts([small_receipt()], fresh_table)
-    table, iid = DynamoTable(fresh_table), image_id_for("small-1")
+def test_several_labels_aliases_and_missing_words_are_counted(fresh_table, aws_env):
+    import_receipts([small_receipt()], fresh_table, aws_env)
+    table, iid = DynamoTable(fresh_table, aws_env), image_id_for("small-1")
     add_label(table, iid, 0, 1, "DATE")  # ACME: MERCHANT_NAME comes first in the canonical order
     add_label(table, iid, 1, 2, "PHONE_NUMBER")  # MILK: PHONE_NUMBER (3rd) beats PRODUCT_NAME (12th)
     add_label(table, iid, 2, 1, "ADDRESS")  # thanks: an old alias
@@ -230,7 +230,7 @@ def test_several_labels_aliases_and_missing_words_are_counted(fresh_table):
     add_label(table, iid, 7, 1, "TAX")  # no such word
     add_label(table, iid, 1, 1, "TOTAL_DUE", status="PENDING")
 
-    (receipt,), report = load_dynamo_receipts(fresh_table)
+    (receipt,), report = load_dynamo_receipts(fresh_table, aws_env)
     assert [w.label for w in receipt.words] == [
         "MERCHANT_NAME",
         "MERCHANT_NAME",
@@ -244,14 +244,14 @@ def test_several_labels_aliases_and_missing_words_are_counted(fresh_table):
         "label whose word is missing": 1,
     }
 
-    (receipt,), report = load_dynamo_receipts(fresh_table, statuses=("VALID", "PENDING"))
+    (receipt,), report = load_dynamo_receipts(fresh_table, aws_env, statuses=("VALID", "PENDING"))
     assert receipt.words[3].label == "LINE_TOTAL"  # unknown names rank after the canonical ones
     assert "word with several VALID/PENDING labels: kept LINE_TOTAL over TOTAL_DUE" in report.dropped
 
 
-def test_no_labelled_receipts(fresh_table):
+def test_no_labelled_receipts(fresh_table, aws_env):
     with pytest.raises(UserError, match=f"No receipts with VALID word labels found in DynamoDB table {fresh_table}"):
-        load_dynamo_receipts(fresh_table)
+        load_dynamo_receipts(fresh_table, aws_env)
 
 
 def test_cli_import_and_export(fresh_table, tmp_path):

@@ -72,7 +72,7 @@ def env(aws_env, monkeypatch):
     return aws_env
 
 
-def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
+def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path, aws_env):
     ddb = boto3.client("dynamodb", endpoint_url=env["dynamodb"], region_name="us-east-1")
     s3 = boto3.client("s3", endpoint_url=env["s3"], region_name="us-east-1")
     table, bucket = f"receipts-{uuid.uuid4().hex[:10]}", f"bucket-{uuid.uuid4().hex[:10]}"
@@ -217,7 +217,7 @@ def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path):
     from receipt_layoutlm.s3 import S3Sync
 
     downloaded = tmp_path / "downloaded-best"
-    assert S3Sync(f"s3://{bucket}/runs", JOB).download_dir(storage["best_prefix"], downloaded) >= 3
+    assert S3Sync(f"s3://{bucket}/runs", JOB, aws_env).download_dir(storage["best_prefix"], downloaded) >= 3
     model = LayoutLMForTokenClassification.from_pretrained(downloaded)
     assert model.config.id2label[0] == "O" and "B-AMOUNT" in model.config.label2id
     summary = predict_receipts(downloaded, str(source))

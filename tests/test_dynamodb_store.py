@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -21,14 +22,14 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 @pytest.fixture
 def raw(aws_env):
     """A plain boto3 client, as the users' own scripts use."""
-    return boto3.client("dynamodb", endpoint_url=aws_env["dynamodb"], region_name="us-east-1")
+    return boto3.client("dynamodb", endpoint_url=aws_env.dynamodb_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def table(request, tmp_path):
     if request.param == "sqlite":
         return SqliteTable(tmp_path / "jobs.db")
-    return DynamoTable(request.getfixturevalue("fresh_table"))
+    return DynamoTable(request.getfixturevalue("fresh_table"), request.getfixturevalue("aws_env"))
 
 
 def key(item: dict) -> tuple[str, str]:
@@ -38,8 +39,8 @@ def key(item: dict) -> tuple[str, str]:
 # --- the users' queries -------------------------------------------------------------------
 
 
-def test_seed_query_finds_succeeded_jobs(fresh_table, raw):
-    store = JobStore(DynamoTable(fresh_table))
+def test_seed_query_finds_succeeded_jobs(fresh_table, raw, aws_env):
+    store = JobStore(DynamoTable(fresh_table, aws_env))
     job = store.create_job("receipts-v1", {"epochs": 3})
     other = store.create_job("receipts-v2", {"epochs": 1})
     store.update_job(job, status="running")
@@ -74,8 +75,8 @@ def test_seed_query_finds_succeeded_jobs(fresh_table, raw):
     assert [key(i) for i in named["Items"]] == [(f"JOB#{job.job_id}", "JOB")]
 
 
-def test_job_item_format(fresh_table, raw):
-    store = JobStore(DynamoTable(fresh_table))
+def test_job_item_format(fresh_table, raw, aws_env):
+    store = JobStore(DynamoTable(fresh_table, aws_env))
     config = {
         "lr": 5e-05,
         "epochs": 3,
@@ -117,8 +118,8 @@ def test_job_item_format(fresh_table, raw):
     assert "job_id" not in item
 
 
-def test_history_metric_log_and_checkpoint_items(fresh_table, raw):
-    store = JobStore(DynamoTable(fresh_table))
+def test_history_metric_log_and_checkpoint_items(fresh_table, raw, aws_env):
+    store = JobStore(DynamoTable(fresh_table, aws_env))
     job = store.create_job("items", {})
     jid = job.job_id
     store.update_job(job, status="running", message="epoch 1", progress=12.4)
@@ -189,8 +190,8 @@ def test_history_metric_log_and_checkpoint_items(fresh_table, raw):
     assert ckpt["metrics"] == {"M": {"val_f1": {"N": "0.5"}}}
 
 
-def test_metrics_by_name_keep_the_trailing_hash(fresh_table, raw):
-    store = JobStore(DynamoTable(fresh_table))
+def test_metrics_by_name_keep_the_trailing_hash(fresh_table, raw, aws_env):
+    store = JobStore(DynamoTable(fresh_table, aws_env))
     a, b = store.create_job("a", {}), store.create_job("b", {})
     store.add_metrics(a.job_id, [{"name": "val_f1", "value": v, "epoch": e} for e, v in enumerate([0.1, 0.2, 0.3])])
     store.add_metrics(a.job_id, [{"name": "val_f1_macro", "value": 0.9}])
@@ -289,8 +290,8 @@ def count_calls(table: DynamoTable, operation: str) -> list:
     return calls
 
 
-def test_query_follows_every_page_of_a_limit(fresh_table):
-    table = DynamoTable(fresh_table)
+def test_query_follows_every_page_of_a_limit(fresh_table, aws_env):
+    table = DynamoTable(fresh_table, aws_env)
     store = JobStore(table)
     job = store.create_job("paged", {})
     store.add_metrics(job.job_id, [{"name": "loss", "value": i / 10, "step": i} for i in range(10)])
@@ -300,9 +301,9 @@ def test_query_follows_every_page_of_a_limit(fresh_table):
     assert len(calls) == 4 and "ExclusiveStartKey" in calls[-1]
 
 
-def test_query_follows_one_megabyte_pages(fresh_table):
+def test_query_follows_one_megabyte_pages(fresh_table, aws_env):
     """DynamoDB returns at most 1 MB per page: 1,100 items of ~1 KB need two."""
-    table = DynamoTable(fresh_table)
+    table = DynamoTable(fresh_table, aws_env)
     padding = "x" * 1000
     table.put_many([{"PK": "BIG", "SK": f"ITEM#{i:05d}", "TYPE": "TEST", "pad": padding} for i in range(1100)])
     calls = count_calls(table, "query")
@@ -311,8 +312,8 @@ def test_query_follows_one_megabyte_pages(fresh_table):
     assert len(calls) >= 2
 
 
-def test_put_many_resends_unprocessed_items(fresh_table):
-    table = DynamoTable(fresh_table)
+def test_put_many_resends_unprocessed_items(fresh_table, aws_env):
+    table = DynamoTable(fresh_table, aws_env)
     real = table.client.batch_write_item
     calls = []
 
@@ -331,9 +332,9 @@ def test_put_many_resends_unprocessed_items(fresh_table):
     assert len(list(table.query("B"))) == 30
 
 
-def test_gsitype_has_no_sort_key(fresh_table):
+def test_gsitype_has_no_sort_key(fresh_table, aws_env):
     with pytest.raises(ValueError, match="no sort key"):
-        list(DynamoTable(fresh_table).query("JOB", "X", index="GSITYPE"))
+        list(DynamoTable(fresh_table, aws_env).query("JOB", "X", index="GSITYPE"))
 
 
 # --- errors a user can fix ---------------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_gsitype_has_no_sort_key(fresh_table):
 
 def test_missing_table(aws_env):
     with pytest.raises(UserError, match=r"DynamoDB table no-such-table not found in region us-east-1.*create-table"):
-        JobStore(DynamoTable("no-such-table")).get_job("x")
+        JobStore(DynamoTable("no-such-table", aws_env)).get_job("x")
 
 
 def test_table_without_the_indexes(aws_env, raw):
@@ -356,26 +357,27 @@ def test_table_without_the_indexes(aws_env, raw):
         KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
     )
     with pytest.raises(UserError, match=f"{name} lacks .*GSI1, GSI2, GSI3, GSI4, GSITYPE"):
-        DynamoTable(name).get("a", "b")
+        DynamoTable(name, aws_env).get("a", "b")
 
 
 def test_unreachable_endpoint(aws_env):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with pytest.raises(UserError, match=re.escape(f"Cannot reach the DynamoDB endpoint {endpoint} for table t1")):
-        DynamoTable("t1", endpoint_url=endpoint).get("a", "b")
+    message = f"Cannot reach the DynamoDB endpoint {endpoint} for DynamoDB table t1 in region us-east-1"
+    with pytest.raises(UserError, match=re.escape(message)):
+        DynamoTable("t1", replace(aws_env, dynamodb_endpoint=endpoint)).get("a", "b")
 
 
 def test_no_credentials(aws_env, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(UserError, match="No AWS credentials found for DynamoDB table t2.*AWS_ACCESS_KEY_ID") as e:
-        DynamoTable("t2").get("a", "b")
+        DynamoTable("t2", aws_env).get("a", "b")
     assert "testing" not in str(e.value)
 
 
-def test_create_table_twice(fresh_table):
+def test_create_table_twice(fresh_table, aws_env):
     with pytest.raises(UserError, match=f"DynamoDB table {fresh_table} already exists"):
-        create_table(fresh_table)
+        create_table(fresh_table, aws_env)
 
 
 @pytest.mark.parametrize("code", ["AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"])

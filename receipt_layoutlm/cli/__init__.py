@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.text import Text
 
 from ..errors import UserError
 from . import aws, dataset, jobs, predict, train
@@ -20,7 +21,7 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             sys.exit(2)
 
 

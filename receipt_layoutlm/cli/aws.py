@@ -8,23 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
+from .common import aws_options, console, dynamo_table_option
 
-dynamo_table_option = click.option(
-    "--dynamo-table",
-    envvar="DYNAMO_TABLE_NAME",
-    required=True,
-    help="The receipts table (default: $DYNAMO_TABLE_NAME).",
-)
-region_option = click.option("--region", envvar="AWS_REGION", help="AWS region (default: $AWS_REGION, else us-east-1).")
-endpoint_option = click.option(
-    "--endpoint-url",
-    envvar="DYNAMODB_ENDPOINT_URL",
-    help="DynamoDB endpoint, e.g. DynamoDB Local (default: $DYNAMODB_ENDPOINT_URL).",
-)
+dynamo_table_required = dynamo_table_option(required=True)
 
 
 def register(cli: click.Group) -> None:
@@ -46,22 +35,22 @@ def _group(cli: click.Group, name: str, help_text: str) -> click.Group:
 
 @click.command()
 @click.argument("table")
-@region_option
-@endpoint_option
-def dynamo_create_table(table, region, endpoint_url):
+@aws_options
+def dynamo_create_table(table, aws):
     """Create TABLE with the receipts schema (PK/SK, GSI1-GSI4, GSITYPE, on-demand billing)."""
     from ..store.dynamodb import create_table
 
-    created = create_table(table, region=region, endpoint_url=endpoint_url)
+    created = create_table(table, aws)
     console.print(
-        f"Created DynamoDB table [bold]{table}[/] in {created.region} ({created.client.meta.endpoint_url}).",
-        highlight=False,
+        Text.assemble(
+            "Created DynamoDB table ", (table, "bold"), f" in {created.region} ({created.client.meta.endpoint_url})."
+        )
     )
 
 
 @click.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@dynamo_table_option
+@dynamo_table_required
 @click.option(
     "--label-status",
     multiple=True,
@@ -69,16 +58,13 @@ def dynamo_create_table(table, region, endpoint_url):
     show_default=True,
     help="Validation status of the word labels to export (repeatable).",
 )
-@region_option
-@endpoint_option
-def dataset_export(out, dynamo_table, label_status, region, endpoint_url):
+@aws_options
+def dataset_export(out, dynamo_table, label_status, aws):
     """Write the labelled receipts of a DynamoDB table to OUT (JSON Lines dataset format)."""
     from ..sources.dynamodb import load_dynamo_receipts
     from ..sources.jsonl import write_jsonl
 
-    receipts, report = load_dynamo_receipts(
-        dynamo_table, region=region, endpoint_url=endpoint_url, statuses=tuple(label_status)
-    )
+    receipts, report = load_dynamo_receipts(dynamo_table, aws, statuses=tuple(label_status))
     write_jsonl(receipts, out)
     words = [w for r in receipts for w in r.words]
     counts: dict[str, int] = {}
@@ -100,16 +86,15 @@ def dataset_export(out, dynamo_table, label_status, region, endpoint_url):
 
 @click.command()
 @click.argument("source")
-@dynamo_table_option
-@region_option
-@endpoint_option
-def dataset_import(source, dynamo_table, region, endpoint_url):
+@dynamo_table_required
+@aws_options
+def dataset_import(source, dynamo_table, aws):
     """Write the receipts of SOURCE (FILE.jsonl, wildreceipt:FILE or demo:N) into a DynamoDB table."""
     from ..sources import load_receipts
     from ..sources.dynamodb import import_receipts
 
     receipts, report = load_receipts(source)
-    counts = import_receipts(receipts, dynamo_table, region=region, endpoint_url=endpoint_url)
+    counts = import_receipts(receipts, dynamo_table, aws)
     console.print(
         f"Imported {counts['receipts']} receipts, {counts['lines']} lines, {counts['words']} words and "
         f"{counts['labels']} VALID labels from {source} into dynamodb://{dynamo_table}",

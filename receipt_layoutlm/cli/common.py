@@ -1,60 +1,60 @@
-"""What the command modules share: consoles, the store and AWS options."""
+"""What the command modules share: consoles, and the job-store and AWS options.
+
+The consoles print text literally (markup=False): user text such as `boxes are [1, 2]`
+or `data/[x]/f.jsonl` must reach the terminal unchanged; style goes through `style=`.
+"""
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import click
 from rich.console import Console
 
 # Pipes and CI logs get a wide, unwrapped table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
-def _aws_options(f):
-    """--region/--endpoint-url, handed to boto3 through the variables it already reads."""
-    f = click.option("--endpoint-url", envvar="DYNAMODB_ENDPOINT_URL", help="DynamoDB endpoint (local servers).")(f)
-    f = click.option("--region", envvar="AWS_REGION", default="us-east-1", show_default=True, help="AWS region.")(f)
-    return f
+def aws_options(f):
+    """--region/--endpoint-url, resolved once (receipt_layoutlm/aws.py) and handed to the command as `aws`."""
 
+    @functools.wraps(f)
+    def wrapper(*args, region, endpoint_url, **kwargs):
+        from ..aws import AwsSettings
 
-def _export_aws(region: str | None, endpoint_url: str | None) -> None:
-    if region:
-        os.environ["AWS_REGION"] = region
-    if endpoint_url:
-        os.environ["DYNAMODB_ENDPOINT_URL"] = endpoint_url
+        return f(*args, aws=AwsSettings.resolve(region, endpoint_url), **kwargs)
 
-
-def _store_uri(job_store: str | None, dynamo_table: str | None) -> str | None:
-    """--job-store wins; else the seed's habit: --dynamo-table means jobs live in that table."""
-    if job_store:
-        return job_store
-    return f"dynamodb://{dynamo_table}" if dynamo_table else None
+    wrapper = click.option(
+        "--endpoint-url",
+        help="DynamoDB endpoint, e.g. DynamoDB Local (default: $DYNAMODB_ENDPOINT_URL, else AWS's own).",
+    )(wrapper)
+    return click.option(
+        "--region",
+        help="AWS region (default: $AWS_REGION, else $AWS_DEFAULT_REGION, else the AWS profile's, else us-east-1).",
+    )(wrapper)
 
 
 job_store_option = click.option(
     "--job-store",
-    envvar="LAYOUTLM_JOB_STORE",
-    help="sqlite:///PATH (default: a file in the user data dir) or dynamodb://TABLE.",
+    help="sqlite:///PATH or dynamodb://TABLE (default: $LAYOUTLM_JOB_STORE, else dynamodb://<--dynamo-table>, "
+    "else jobs.db in the user data dir).",
 )
-dynamo_table_option = click.option(
-    "--dynamo-table",
-    envvar="DYNAMO_TABLE_NAME",
-    help="The receipts table (data and, unless --job-store says otherwise, jobs).",
-)
+
+
+def dynamo_table_option(required: bool = False, help: str = "The receipts table (default: $DYNAMO_TABLE_NAME)."):
+    return click.option("--dynamo-table", envvar="DYNAMO_TABLE_NAME", required=required, help=help)
 
 
 def with_store(f):
     """--job-store/--dynamo-table/--region/--endpoint-url, handed to the command as one `store`."""
 
     @functools.wraps(f)
-    def wrapper(*args, job_store, dynamo_table, region, endpoint_url, **kwargs):
-        from ..store import open_store
+    def wrapper(*args, job_store, dynamo_table, aws, **kwargs):
+        from ..store import open_store, resolve_store_uri
 
-        _export_aws(region, endpoint_url)
-        return f(*args, store=open_store(_store_uri(job_store, dynamo_table)), **kwargs)
+        return f(*args, store=open_store(resolve_store_uri(job_store, dynamo_table), aws), **kwargs)
 
-    return job_store_option(dynamo_table_option(_aws_options(wrapper)))
+    dynamo_help = "The receipts table, whose jobs to show unless --job-store says otherwise."
+    return job_store_option(dynamo_table_option(help=dynamo_help)(aws_options(wrapper)))

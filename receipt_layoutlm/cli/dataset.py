@@ -6,9 +6,11 @@ import json
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import UserError
-from .common import _aws_options, _export_aws, console, dynamo_table_option
+from .common import aws_options, console
+from .options import train_config, train_options
 
 
 @click.group()
@@ -17,48 +19,28 @@ def dataset():
 
 
 @dataset.command("stats")
-@click.option("--dataset", "spec", help="FILE.jsonl, wildreceipt:FILE or demo[:N]; without it, --dynamo-table.")
-@dynamo_table_option
-@click.option("--label-status", multiple=True, default=["VALID"], show_default=True)
-@_aws_options
-@click.option("--merge-amounts", is_flag=True)
-@click.option("--allowed-label", "allowed_labels", multiple=True)
-@click.option("--o-entity-ratio", type=float)
-@click.option("--val-ratio", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def dataset_stats(
-    spec,
-    dynamo_table,
-    label_status,
-    region,
-    endpoint_url,
-    merge_amounts,
-    allowed_labels,
-    o_entity_ratio,
-    val_ratio,
-    seed,
-    as_json,
-):
+@train_options(
+    only=(
+        "dataset",
+        "dynamo_table",
+        "label_status",
+        "merge_amounts",
+        "allowed_labels",
+        "o_entity_ratio",
+        "val_ratio",
+        "seed",
+    )
+)
+@aws_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dataset_stats(aws, as_json, **settings):
     """Receipts, words and labels before/after merges and the whitelist, and the O:entity ratio."""
-    from ..training.config import TrainConfig
     from ..training.run import load_source, prepare_data
 
-    _export_aws(region, endpoint_url)
-    cfg = TrainConfig(
-        job_name="stats",
-        dataset=spec,
-        dynamo_table=dynamo_table,
-        label_status=list(label_status),
-        merge_amounts=merge_amounts,
-        allowed_labels=list(allowed_labels),
-        o_entity_ratio=o_entity_ratio,
-        val_ratio=val_ratio,
-        seed=seed,
-    )
-    if spec is None and not dynamo_table:
+    cfg = train_config(settings, job_name="stats")
+    if cfg.dataset is None and not cfg.dynamo_table:
         raise UserError("Pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
-    receipts, report = load_source(cfg)
+    receipts, report = load_source(cfg, aws)
     data = prepare_data(cfg, receipts, report)
     c = data.counts
     stats = {
@@ -77,8 +59,11 @@ def dataset_stats(
         click.echo(json.dumps(stats, indent=2))
         return
     console.print(
-        f"[bold]{report.source}[/]: {stats['receipts']} receipts, {stats['words']} words "
-        f"({c['train']['receipts']} train / {c['val']['receipts']} val receipts, seed {seed})"
+        Text.assemble(
+            (report.source, "bold"),
+            f": {stats['receipts']} receipts, {stats['words']} words "
+            f"({c['train']['receipts']} train / {c['val']['receipts']} val receipts, seed {cfg.seed})",
+        )
     )
     table = Table("label", "words before", "words after")
     for name in sorted(set(c["labels_before"]) | set(c["labels_after"])):
@@ -87,8 +72,10 @@ def dataset_stats(
     t = data.thinning
     if t["ratio_before"] is not None:
         line = f"training O:entity ratio {t['ratio_before']:.2f}"
-        if o_entity_ratio:
-            line += f" -> {t['ratio_after']:.2f} with --o-entity-ratio {o_entity_ratio} ({t['lines_dropped']} lines)"
+        if cfg.o_entity_ratio:
+            line += (
+                f" -> {t['ratio_after']:.2f} with --o-entity-ratio {cfg.o_entity_ratio} ({t['lines_dropped']} lines)"
+            )
         console.print(line)
     for reason, n in data.dropped.items():
         console.print(f"dropped {n}: {reason}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..store import STATUSES
 from .common import console, with_store
@@ -71,7 +72,7 @@ def jobs_show(ref, as_json, store):
             )
         )
         return
-    console.print(f"[bold]{job.name}[/]  {job.job_id}")
+    console.print(Text.assemble((job.name, "bold"), f"  {job.job_id}"))
     console.print(f"status {job.status}, created {job.created_at} by {job.created_by}")
     cfg = job.job_config
     keys = (

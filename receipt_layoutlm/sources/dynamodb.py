@@ -1,4 +1,4 @@
-"""Receipts from and into the users' DynamoDB table (shared/spec/dynamodb-items.md).
+"""Receipts from and into the users' DynamoDB receipts table (its items: README.md, "Your DynamoDB table and S3").
 
 Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages) names the
 labelled words and so the receipts to use; then, concurrently, each receipt's Receipt
@@ -36,6 +36,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..aws import AwsSettings
 from ..errors import UserError
 from ..labels import CANONICAL_LABELS, normalise_label
 from ..store import now_iso
@@ -89,13 +90,12 @@ def _parse_sk(sk: str) -> dict[str, str]:
 
 def load_dynamo_receipts(
     table_name: str,
-    region: str | None = None,
-    endpoint_url: str | None = None,
+    aws: AwsSettings | None = None,
     statuses=("VALID",),
     max_workers: int = 8,
 ) -> tuple[list[Receipt], LoadReport]:
     """Training receipts from the receipts table; see the module docstring for the rules."""
-    table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
+    table = DynamoTable(table_name, aws)
     statuses = tuple(s.strip().upper() for s in statuses)
     report = LoadReport(source=f"{table.description} ({'/'.join(statuses)} labels)")
     wanted = _collect_labels(table, statuses)
@@ -209,11 +209,9 @@ def _tidy(value: float, limit: float) -> float:
 # --- importing ------------------------------------------------------------------------
 
 
-def import_receipts(
-    receipts: list[Receipt], table_name: str, region: str | None = None, endpoint_url: str | None = None
-) -> dict[str, int]:
+def import_receipts(receipts: list[Receipt], table_name: str, aws: AwsSettings | None = None) -> dict[str, int]:
     """Write receipts as Receipt/ReceiptLine/ReceiptWord/ReceiptWordLabel items; returns counts per kind."""
-    table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
+    table = DynamoTable(table_name, aws)
     counts = {"receipts": 0, "lines": 0, "words": 0, "labels": 0}
     items: list[dict] = []
     for receipt in receipts:

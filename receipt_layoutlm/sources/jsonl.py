@@ -27,7 +27,7 @@ def _number(value, where: str, name: str) -> float:
 
 
 def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
-    """Read the portable format of shared/spec/dataset-format.md, strictly."""
+    """Read the portable format of docs/dataset-format.md, strictly."""
     report = LoadReport(source=str(path))
     receipts: list[Receipt] = []
     seen: set[str] = set()

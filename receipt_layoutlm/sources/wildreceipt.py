@@ -9,7 +9,7 @@ from ..errors import UserError
 from .jsonl import _open_lines
 from .receipt import LoadReport, Receipt, Word
 
-# WildReceipt class names -> receipt labels (shared/datasets/wildreceipt/README.md);
+# WildReceipt class names -> receipt labels (docs/dataset-format.md, "WildReceipt");
 # every *_key caption, Others and Ignore become O.
 WILDRECEIPT_LABELS = {
     "Store_name_value": "MERCHANT_NAME",

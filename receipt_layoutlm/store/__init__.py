@@ -1,9 +1,10 @@
 """The job store: jobs, status history, metrics, logs and checkpoints as single-table items.
 
-One class, `JobStore`, builds the items of shared/spec/dynamodb-items.md and reads them
-back; it runs over a table backend chosen by URI (`sqlite:///path`, the embedded default,
-or `dynamodb://Table`). Backends only put, get and query items, so both hold the same
-items and every command works against either.
+One class, `JobStore`, builds the items of docs/job-store.md and reads them back; it runs
+over a table backend chosen by URI (`sqlite:///path`, the embedded default, or
+`dynamodb://Table`; `resolve_store_uri` is the one rule that picks it). Backends only
+put, get and query items (the `Table` contract in table.py), so both hold the same items
+and every command works against either.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from .table import ConditionFailed, ItemExists, Table
+
+if TYPE_CHECKING:
+    from ..aws import AwsSettings
+
+__all__ = ["ConditionFailed", "ItemExists", "JobStore", "Job", "Table", "open_store", "resolve_store_uri"]
 
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 PRIORITIES = ("low", "medium", "high", "critical")
@@ -43,15 +51,29 @@ def now_iso() -> str:
 
 
 def default_store_uri() -> str:
-    if os.environ.get("LAYOUTLM_JOB_STORE"):
-        return os.environ["LAYOUTLM_JOB_STORE"]
+    """The embedded store: jobs.db in the user data directory."""
     from platformdirs import user_data_dir
 
     return f"sqlite:///{Path(user_data_dir('receipt-layoutlm')) / 'jobs.db'}"
 
 
-def open_store(uri: str | None = None, region: str | None = None, endpoint_url: str | None = None) -> JobStore:
-    uri = uri or default_store_uri()
+def resolve_store_uri(flag: str | None = None, dynamo_table: str | None = None) -> str:
+    """The one rule that picks the job store of every command: --job-store, then env
+    LAYOUTLM_JOB_STORE, then dynamodb://<--dynamo-table> (jobs live in the receipts table),
+    then the embedded sqlite file."""
+    if flag:
+        return flag
+    if os.environ.get("LAYOUTLM_JOB_STORE"):
+        return os.environ["LAYOUTLM_JOB_STORE"]
+    if dynamo_table:
+        return f"dynamodb://{dynamo_table}"
+    return default_store_uri()
+
+
+def open_store(uri: str | None = None, aws: AwsSettings | None = None) -> JobStore:
+    """The JobStore at uri (sqlite:///PATH or dynamodb://TABLE; None: resolve_store_uri()).
+    aws: region and endpoint of a DynamoDB store."""
+    uri = uri or resolve_store_uri()
     if uri.startswith("sqlite:///"):
         from .sqlite import SqliteTable
 
@@ -62,7 +84,7 @@ def open_store(uri: str | None = None, region: str | None = None, endpoint_url: 
         table = uri[len("dynamodb://") :].strip("/")
         if not table:
             raise UserError("--job-store dynamodb:// needs a table name, e.g. dynamodb://ReceiptsTable.")
-        return JobStore(DynamoTable(table, region=region, endpoint_url=endpoint_url))
+        return JobStore(DynamoTable(table, aws))
     raise UserError(f"Unknown job store {uri!r}; use sqlite:///PATH or dynamodb://TABLE.")
 
 
@@ -128,7 +150,7 @@ def _epoch_step(value, name: str) -> int:
 
 
 class JobStore:
-    def __init__(self, table):
+    def __init__(self, table: Table):
         self.table = table
 
     @property

@@ -8,96 +8,45 @@ botocore traceback. Credentials are never printed.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
-import botocore.loaders
-import botocore.session
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    InvalidRegionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError, InvalidRegionError
 
+from ..aws import AwsSettings, aws_session
+from ..aws import explain as aws_explain
 from ..errors import UserError
-from .sqlite import ItemExists
-from .wire import item_from_wire, item_to_wire
+from .table import INDEXES, ConditionFailed, ItemExists
+from .wire import item_from_wire, item_to_wire, to_wire
 
-INDEX_KEYS = {
-    None: ("PK", "SK"),
-    "GSI1": ("GSI1PK", "GSI1SK"),
-    "GSI2": ("GSI2PK", "GSI2SK"),
-    "GSI3": ("GSI3PK", "GSI3SK"),
-    "GSI4": ("GSI4PK", "GSI4SK"),
-    "GSITYPE": ("TYPE", None),
-}
-GSI_NAMES = ("GSI1", "GSI2", "GSI3", "GSI4", "GSITYPE")
+GSI_NAMES = tuple(name for name in INDEXES if name)
 BATCH_SIZE = 25  # BatchWriteItem's limit
 BATCH_RETRIES = 8
 WRITE_THREADS = 8
-AUTH_ERRORS = {
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "InvalidClientTokenId",
-    "MissingAuthenticationTokenException",
-}
+ENDPOINT_HINT = "--endpoint-url/DYNAMODB_ENDPOINT_URL, --region"
 
 
-def resolve_region(region: str | None) -> str:
-    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
-_loader = botocore.loaders.create_loader()
-
-
-def aws_session() -> boto3.session.Session:
-    """A fresh session (credentials are looked up anew) sharing one loader, which caches the
-    parsed service models: a new client then costs milliseconds instead of a few hundred."""
-    session = botocore.session.get_session()
-    session.register_component("data_loader", _loader)
-    return boto3.session.Session(botocore_session=session)
-
-
-def make_client(region: str, endpoint_url: str | None):
+def make_client(aws: AwsSettings):
     """One low-level client; botocore clients are thread-safe, so it is shared by threads."""
     config = Config(
         retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30, max_pool_connections=32
     )
     try:
-        return aws_session().client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
+        return aws_session().client(
+            "dynamodb", region_name=aws.region, endpoint_url=aws.dynamodb_endpoint, config=config
+        )
     except (InvalidRegionError, ValueError) as e:
         raise UserError(
-            f"Cannot use DynamoDB region {region!r} or endpoint {endpoint_url!r} ({e}); "
+            f"Cannot use DynamoDB region {aws.region!r} or endpoint {aws.dynamodb_endpoint!r} ({e}); "
             "check --region and --endpoint-url."
         ) from None
 
 
 def explain(error: Exception, table_name: str, region: str, endpoint: str) -> UserError | None:
     """A botocore failure as one sentence naming the table/endpoint and the fix; None if not ours to explain."""
-    if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-        return UserError(
-            f"No AWS credentials found for DynamoDB table {table_name}; set AWS_PROFILE "
-            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
-        )
-    if isinstance(error, BotoConnectionError):
-        return UserError(
-            f"Cannot reach the DynamoDB endpoint {endpoint} for table {table_name}; check "
-            "--endpoint-url/DYNAMODB_ENDPOINT_URL, --region and the network."
-        )
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
@@ -110,23 +59,18 @@ def explain(error: Exception, table_name: str, region: str, endpoint: str) -> Us
                 f"{table_name!r} is not a valid DynamoDB table name (3-255 characters: letters, "
                 "digits, '_', '-' and '.'); fix --dynamo-table."
             )
-        if code in AUTH_ERRORS:
-            return UserError(
-                f"AWS refused access to DynamoDB table {table_name} in region {region} ({code}); "
-                "check that the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID) are valid and "
-                "allowed to use this table."
-            )
-    return None
+    return aws_explain(error, "DynamoDB", f"DynamoDB table {table_name} in region {region}", endpoint, ENDPOINT_HINT)
 
 
 class DynamoTable:
-    def __init__(self, table_name: str, region: str | None = None, endpoint_url: str | None = None):
+    def __init__(self, table_name: str, aws: AwsSettings | None = None):
+        aws = aws or AwsSettings()
         self.table_name = table_name
-        self.region = resolve_region(region)
-        self.endpoint_url = endpoint_url or os.environ.get("DYNAMODB_ENDPOINT_URL") or None
+        self.region = aws.region
+        self.endpoint_url = aws.dynamodb_endpoint
         self.description = f"dynamodb://{table_name}"
         self.page_size: int | None = None  # Limit per Query page; None = DynamoDB's 1 MB pages
-        self.client = make_client(self.region, self.endpoint_url)
+        self.client = make_client(aws)
         self._checked = False
         self._check_lock = threading.Lock()
 
@@ -161,22 +105,29 @@ class DynamoTable:
                 raise UserError(
                     f"DynamoDB table {self.table_name} lacks the global secondary index(es) "
                     f"{', '.join(missing)}; recreate it with `layoutlm-cli dynamo create-table` or "
-                    "add them (see shared/spec/dynamodb-items.md)."
+                    "add them (their keys are in docs/job-store.md)."
                 )
             self._checked = True
 
-    # --- the backend interface (same as SqliteTable) ----------------------------------
-    def put(self, item: dict, must_not_exist: bool = False) -> None:
+    # --- the backend interface (store/table.py: Table) ---------------------------------
+    def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
         self._ensure_table()
         kwargs = {"TableName": self.table_name, "Item": item_to_wire(item)}
         if must_not_exist:
             kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
+        elif expect:
+            names = {f"#e{i}": attr for i, attr in enumerate(expect)}
+            kwargs["ConditionExpression"] = " AND ".join(f"{n} = :e{i}" for i, n in enumerate(names))
+            kwargs["ExpressionAttributeNames"] = names
+            kwargs["ExpressionAttributeValues"] = {f":e{i}": to_wire(v) for i, v in enumerate(expect.values())}
         try:
             self._call("put_item", **kwargs)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            if must_not_exist:
                 raise ItemExists(f"{item['PK']} {item['SK']}") from None
-            raise
+            raise ConditionFailed(f"{item['PK']} {item['SK']}: stored item is not {expect}") from None
 
     def put_many(self, items: list[dict]) -> None:
         """BatchWriteItem in chunks of 25. Like SqliteTable, a later item replaces an earlier one
@@ -226,9 +177,9 @@ class DynamoTable:
         type_filter: str | None = None,
     ):
         """Items whose partition key is pk_value (and sort key starts with sk_prefix), every page."""
-        if index not in INDEX_KEYS:
+        if index not in INDEXES:
             raise ValueError(f"unknown index {index!r}; use None, {', '.join(GSI_NAMES)}")
-        pk_name, sk_name = INDEX_KEYS[index]
+        pk_name, sk_name = INDEXES[index]
         if sk_prefix and sk_name is None:
             raise ValueError(f"index {index} has no sort key: sk_prefix must be None")
         self._ensure_table()
@@ -260,10 +211,10 @@ class DynamoTable:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def create_table(table_name: str, region: str | None = None, endpoint_url: str | None = None) -> DynamoTable:
-    """Create the receipts table of the spec (PK/SK, GSI1-4, GSITYPE, on demand, TTL) and wait until ACTIVE."""
-    table = DynamoTable(table_name, region=region, endpoint_url=endpoint_url)
-    gsi_keys = [(name, keys) for name, keys in INDEX_KEYS.items() if name]
+def create_table(table_name: str, aws: AwsSettings | None = None) -> DynamoTable:
+    """Create the receipts table (PK/SK, GSI1-4, GSITYPE, on demand, TTL; docs/job-store.md) and wait until ACTIVE."""
+    table = DynamoTable(table_name, aws)
+    gsi_keys = [(name, keys) for name, keys in INDEXES.items() if name]
     attributes = ["PK", "SK"] + [a for _, keys in gsi_keys for a in keys if a]
     indexes = [
         {

@@ -1,4 +1,4 @@
-"""The embedded table: DynamoDB's single-table model on one SQLite file.
+"""The embedded table (store/table.py's contract): DynamoDB's single-table model on one SQLite file.
 
 Each row keeps the whole item in DynamoDB wire JSON plus its key attributes as columns,
 so the same queries (partition key + sort-key prefix, on the table or a GSI) run here.
@@ -11,21 +11,10 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import UserError
+from .table import INDEXES, ConditionFailed, ItemExists
 from .wire import item_from_wire, item_to_wire
 
-INDEXES = {
-    None: ("PK", "SK"),
-    "GSI1": ("GSI1PK", "GSI1SK"),
-    "GSI2": ("GSI2PK", "GSI2SK"),
-    "GSI3": ("GSI3PK", "GSI3SK"),
-    "GSI4": ("GSI4PK", "GSI4SK"),
-    "GSITYPE": ("TYPE", "SK"),
-}
 KEY_COLUMNS = ["PK", "SK", "TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK"]
-
-
-class ItemExists(Exception):
-    pass
 
 
 class SqliteTable:
@@ -43,7 +32,8 @@ class SqliteTable:
             )
             for name, (pk, sk) in INDEXES.items():
                 if name:
-                    self.db.execute(f"CREATE INDEX IF NOT EXISTS idx_{name} ON items ({pk}, {sk})")
+                    columns = f"{pk}, {sk}" if sk else f"{pk}, PK, SK"
+                    self.db.execute(f"CREATE INDEX IF NOT EXISTS idx_{name} ON items ({columns})")
         except (sqlite3.Error, OSError) as e:
             raise UserError(
                 f"Cannot open the job store {path} ({e}); pass another --job-store sqlite:///PATH."
@@ -52,26 +42,57 @@ class SqliteTable:
     def _row(self, item: dict) -> list:
         return [item.get(c) for c in KEY_COLUMNS] + [json.dumps(item_to_wire(item), ensure_ascii=False)]
 
-    def put(self, item: dict, must_not_exist: bool = False) -> None:
+    def _failed(self, error: sqlite3.Error) -> UserError:
+        if "readonly" in str(error):
+            return UserError(
+                f"The job store {self.path} is read-only ({error}); make the file and its folder writable "
+                "or pass another --job-store sqlite:///PATH."
+            )
+        return UserError(f"The job store {self.path} failed ({error}); pass another --job-store sqlite:///PATH.")
+
+    def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
         verb = "INSERT" if must_not_exist else "INSERT OR REPLACE"
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
         try:
-            self.db.execute(f"{verb} INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})", self._row(item))
+            # BEGIN IMMEDIATE takes the write lock first, so no writer slips between the check and the put.
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if expect:
+                    stored = self._get(item["PK"], item["SK"])
+                    if stored is None or any(stored.get(k) != v for k, v in expect.items()):
+                        raise ConditionFailed(f"{item['PK']} {item['SK']}: stored item is not {expect}")
+                self.db.execute(f"{verb} INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})", self._row(item))
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
         except sqlite3.IntegrityError:
             raise ItemExists(f"{item['PK']} {item['SK']}") from None
+        except sqlite3.Error as e:
+            raise self._failed(e) from None
 
     def put_many(self, items: list[dict]) -> None:
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
-        with self.db:  # one transaction, like one BatchWriteItem round trip
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})",
-                [self._row(i) for i in items],
-            )
+        try:
+            with self.db:  # one transaction, like one BatchWriteItem round trip
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})",
+                    [self._row(i) for i in items],
+                )
+        except sqlite3.Error as e:
+            raise self._failed(e) from None
 
-    def get(self, pk: str, sk: str) -> dict | None:
+    def _get(self, pk: str, sk: str) -> dict | None:
         row = self.db.execute("SELECT item FROM items WHERE PK=? AND SK=?", (pk, sk)).fetchone()
         return item_from_wire(json.loads(row[0])) if row else None
+
+    def get(self, pk: str, sk: str) -> dict | None:
+        try:
+            return self._get(pk, sk)
+        except sqlite3.Error as e:
+            raise self._failed(e) from None
 
     def query(
         self,
@@ -82,6 +103,8 @@ class SqliteTable:
         type_filter: str | None = None,
     ):
         pk, sk = INDEXES[index]
+        if sk_prefix and sk is None:
+            raise ValueError(f"index {index} has no sort key: sk_prefix must be None")
         sql, args = f"SELECT item FROM items WHERE {pk}=?", [pk_value]
         if sk_prefix:
             sql += f" AND substr({sk}, 1, ?)=?"
@@ -89,6 +112,12 @@ class SqliteTable:
         if type_filter:
             sql += " AND TYPE=?"
             args.append(type_filter)
-        sql += f" ORDER BY {sk} {'ASC' if forward else 'DESC'}"
-        for (text,) in self.db.execute(sql, args):
+        direction = "ASC" if forward else "DESC"
+        # An index without a sort key (GSITYPE) has no order on DynamoDB; here it is PK, then SK.
+        sql += f" ORDER BY {sk} {direction}" if sk else f" ORDER BY PK {direction}, SK {direction}"
+        try:
+            rows = self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise self._failed(e) from None
+        for (text,) in rows:
             yield item_from_wire(json.loads(text))

@@ -2,7 +2,7 @@
 
 dict->M, list->L, str->S, bool->BOOL (tested before int), int/float->N as str(value),
 None->NULL. NaN and infinities are refused. Numbers read back as int when they parse as
-int, else float (shared/spec/dynamodb-items.md, "Free-form values").
+int, else float (docs/job-store.md).
 """
 
 from __future__ import annotations

@@ -2,45 +2,81 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import UserError
 from ..labels import resolve_allowed_labels
-from ..model import DEFAULT_PRETRAINED
+from ..store import PRIORITIES
+
+# model.DEFAULT_PRETRAINED, spelled here too so that reading the flags does not import torch
+# (tests/test_train_options.py checks they agree).
+DEFAULT_PRETRAINED = "microsoft/layoutlm-base-uncased"
+EXAMPLE_UNITS = ("receipt", "line")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def setting(default=None, help: str = "", **options):
+    """A TrainConfig field and its command-line option (cli/options.py builds the option from it).
+
+    options: choices, flag (the option name when it is not --<field-name>), envvar, required.
+    A list default becomes a default_factory.
+    """
+    metadata = {"help": help, **options}
+    if options.get("required"):
+        return field(metadata=metadata)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    job_name: str
-    dataset: str | None = None  # FILE.jsonl | wildreceipt:FILE | demo[:N]; None = the DynamoDB table
-    dynamo_table: str | None = None
-    label_status: list[str] = field(default_factory=lambda: ["VALID"])
-    output_dir: str | None = None
-    pretrained: str = DEFAULT_PRETRAINED
-    epochs: float = 3.0
-    batch_size: int = 8
-    lr: float = 5e-5
-    warmup_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    weight_decay: float = 0.01
-    gradient_accumulation_steps: int = 1
-    o_entity_ratio: float | None = None
-    merge_amounts: bool = False
-    allowed_labels: list[str] = field(default_factory=list)
-    early_stopping_patience: int | None = None
-    val_ratio: float = 0.1
-    seed: int = 42
-    example_unit: str = "receipt"
-    max_seq_length: int = 512
-    window_overlap: int = 128
-    precision: str = "auto"
-    num_workers: int = 0
-    save_total_limit: int = 2
-    max_steps: int = -1
-    output_s3_uri: str | None = None
-    description: str = ""
-    priority: str = "medium"
+    """Every setting of a run; each field is also the `train` flag of the same name (help in metadata)."""
+
+    job_name: str = setting(required=True, help="Name of the run; output goes to /tmp/receipt_layoutlm/<job-name>/.")
+    dataset: str | None = setting(help="FILE.jsonl, wildreceipt:FILE or demo[:N]; without it, --dynamo-table is read.")
+    dynamo_table: str | None = setting(
+        envvar="DYNAMO_TABLE_NAME",
+        help="The receipts table (data and, unless --job-store says otherwise, jobs); default: $DYNAMO_TABLE_NAME.",
+    )
+    label_status: list[str] = setting(["VALID"], help="Validation status of DynamoDB labels to train on (repeatable).")
+    output_dir: str | None = setting(help="Where run.json, checkpoints and best/ go.")
+    pretrained: str = setting(
+        DEFAULT_PRETRAINED, help="Hub name, local model directory, `minilm` (offline) or `tiny` (tests)."
+    )
+    epochs: float = setting(3.0, help="Training epochs (a fraction stops part-way through the last).")
+    batch_size: int = setting(8, help="Examples per batch, per device.")
+    lr: float = setting(5e-5, help="Peak learning rate (AdamW).")
+    warmup_ratio: float = setting(0.0, help="Linear warm-up over this fraction of all steps, then linear decay.")
+    label_smoothing: float = setting(0.0, help="Label smoothing of the cross-entropy loss, in [0, 1).")
+    weight_decay: float = setting(0.01, help="AdamW weight decay.")
+    gradient_accumulation_steps: int = setting(1, help="Batches per optimiser step.")
+    o_entity_ratio: float | None = setting(help="Thin all-O lines of the training split to about R x entity words.")
+    merge_amounts: bool = setting(False, help="LINE_TOTAL, SUBTOTAL, TAX, GRAND_TOTAL become AMOUNT.")
+    allowed_labels: list[str] = setting([], flag="--allowed-label", help="Keep only these labels (repeatable).")
+    early_stopping_patience: int | None = setting(help="Stop after N evaluations without a better val F1.")
+    val_ratio: float = setting(0.1, help="Fraction of receipts held out for validation (split by receipt id).")
+    seed: int = setting(42, help="Seed of the split, the thinning and training.")
+    example_unit: str = setting(
+        "receipt",
+        choices=EXAMPLE_UNITS,
+        help="Whole receipts in overlapping windows, or one OCR line per example (the old tool's way).",
+    )
+    max_seq_length: int = setting(512, help="Sub-tokens per example window (16-512).")
+    window_overlap: int = setting(128, help="Sub-tokens shared by windows.")
+    precision: str = setting(
+        "auto", choices=PRECISIONS, help="Training precision; auto picks what the device runs well."
+    )
+    num_workers: int = setting(0, help="Data loader worker processes.")
+    save_total_limit: int = setting(2, help="Checkpoints kept (best kept too).")
+    max_steps: int = setting(-1, help="Stop after this many optimiser steps (smoke tests); -1: no limit.")
+    output_s3_uri: str | None = setting(
+        envvar="LAYOUTLM_TRAINING_BUCKET",
+        help="s3://bucket/prefix to sync run.json, checkpoints and best/ to; default: $LAYOUTLM_TRAINING_BUCKET.",
+    )
+    description: str = setting("", help="Free text recorded on the job.")
+    priority: str = setting("medium", choices=PRIORITIES, help="Recorded on the job.")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
@@ -52,8 +88,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--job-name {cfg.job_name!r} must be non-empty and contain no '/'.")
     if cfg.dataset is None and not cfg.dynamo_table:
         raise UserError("No data: pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
-    if cfg.example_unit not in ("receipt", "line"):
-        raise UserError(f"--example-unit must be receipt or line, got {cfg.example_unit!r}.")
+    for f in fields(cfg):
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, f.name) not in choices:
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise UserError(f"{flag} must be one of {', '.join(choices)}, got {getattr(cfg, f.name)!r}.")
     if cfg.epochs <= 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.gradient_accumulation_steps < 1:
         raise UserError("--epochs, --lr must be positive and --batch-size, --gradient-accumulation-steps at least 1.")
     if not 0 <= cfg.warmup_ratio < 1:
@@ -68,6 +107,4 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--max-seq-length must be between 16 and 512 (LayoutLM's limit), got {cfg.max_seq_length}.")
     if not 0 <= cfg.window_overlap < cfg.max_seq_length // 2:
         raise UserError("--window-overlap must be at least 0 and under half of --max-seq-length.")
-    if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise UserError(f"--precision must be auto, fp32, fp16 or bf16, got {cfg.precision!r}.")
     resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)

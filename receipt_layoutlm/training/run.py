@@ -23,6 +23,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..aws import AwsSettings
 from ..errors import UserError
 from ..labels import entity_types, resolve_allowed_labels
 from .config import TrainConfig, check_config
@@ -71,19 +72,15 @@ class PreparedData:
     dropped: dict
 
 
-def load_source(cfg: TrainConfig):
+def load_source(cfg: TrainConfig, aws: AwsSettings | None = None):
+    """The run's receipts: --dataset, else the DynamoDB table (aws: its region and endpoint)."""
     if cfg.dataset is not None:
         from ..sources import load_receipts
 
         return load_receipts(cfg.dataset, seed=cfg.seed)
     from ..sources.dynamodb import load_dynamo_receipts
 
-    return load_dynamo_receipts(
-        cfg.dynamo_table,
-        region=os.environ.get("AWS_REGION"),
-        endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
-        statuses=tuple(cfg.label_status),
-    )
+    return load_dynamo_receipts(cfg.dynamo_table, aws, statuses=tuple(cfg.label_status))
 
 
 def prepare_data(cfg: TrainConfig, receipts, report) -> PreparedData:
@@ -339,9 +336,18 @@ def precision_flags(choice: str) -> dict:
 
 
 def run_training(
-    cfg: TrainConfig, store_uri: str | None = None, resume: bool = False, overwrite_output_dir: bool = False, say=print
+    cfg: TrainConfig,
+    store_uri: str | None = None,
+    resume: bool = False,
+    overwrite_output_dir: bool = False,
+    say=print,
+    aws: AwsSettings | None = None,
 ) -> dict:
-    """Train one job; returns the summary. Raises UserError for problems the user can fix."""
+    """Train one job; returns the summary. Raises UserError for problems the user can fix.
+
+    store_uri: the job store (None: store.resolve_store_uri()); aws: region and endpoints of
+    the DynamoDB table, the job store and S3.
+    """
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
@@ -353,11 +359,11 @@ def run_training(
     if is_main:
         from ..store import open_store
 
-        store = open_store(store_uri)
+        store = open_store(store_uri, aws)
         if cfg.output_s3_uri:
             from ..s3 import S3Sync
 
-            s3 = S3Sync(cfg.output_s3_uri, cfg.job_name)
+            s3 = S3Sync(cfg.output_s3_uri, cfg.job_name, aws)
             s3.check()
         if previous:
             job = store.get_job(previous["job_id"])
@@ -385,7 +391,7 @@ def run_training(
     stop = StopRequest()
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop)
+        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop, aws)
     except (KeyboardInterrupt, Interrupted) as e:
         _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
         raise UserError(
@@ -441,6 +447,7 @@ def _train(
     is_main: bool,
     holder: dict,
     stop: StopRequest,
+    aws: AwsSettings | None = None,
 ) -> dict:
     import torch
     import transformers
@@ -456,7 +463,7 @@ def _train(
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
     started = time.time()
-    receipts, report = load_source(cfg)
+    receipts, report = load_source(cfg, aws)
     data = prepare_data(cfg, receipts, report)
     label_list = data.label_list
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
