@@ -1,4 +1,5 @@
-"""Shared fixtures: the ../shared folder and local AWS servers (DynamoDB Local, moto S3)."""
+"""Shared fixtures and helpers: the ../shared folder, local AWS servers (DynamoDB Local, moto S3),
+and running the CLI in-process. Test modules import the helpers: `from conftest import run_cli`."""
 
 from __future__ import annotations
 
@@ -6,9 +7,36 @@ import uuid
 from pathlib import Path
 
 import aws_servers
+import boto3
 import pytest
+from click.testing import CliRunner
 
 from receipt_layoutlm.aws import AwsSettings
+
+AWS_FIXTURES = {"dynamodb_local", "s3_server", "aws_env", "fresh_table", "raw"}
+
+
+def run_cli(*args, **kwargs):
+    """`layoutlm-cli ARGS` in this process; exceptions other than handled user errors propagate."""
+    from receipt_layoutlm.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+def one_sentence_error(result, *fragments):
+    """A refused command: exit code 2, an `error:` sentence holding each fragment, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses a local AWS server is marked `aws` (select with -m aws / -m "not aws")."""
+    for item in items:
+        if AWS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.aws)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +95,21 @@ def aws_env(monkeypatch, tmp_path, dynamodb_local, s3_server) -> AwsSettings:
     monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", dynamodb_local)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
     return AwsSettings(region="us-east-1", dynamodb_endpoint=dynamodb_local, s3_endpoint=s3_server)
+
+
+@pytest.fixture
+def raw(aws_env: AwsSettings):
+    """A plain boto3 DynamoDB client, as the users' own scripts use."""
+    return boto3.client("dynamodb", endpoint_url=aws_env.dynamodb_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def wildreceipt_file(shared_dir) -> Path:
+    """The real WildReceipt receipts (MMOCR KIE format) beside the repository."""
+    path = shared_dir / "datasets" / "wildreceipt" / "receipts.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Reading receipts: our JSONL format strictly, and the real WildReceipt files in ../shared."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,6 @@ from receipt_layoutlm.sources import load_receipts
 from receipt_layoutlm.sources.jsonl import read_jsonl, write_jsonl
 from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
 
-WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"
 GOOD = {
     "id": "img-1#00001",
     "width": 600,
@@ -81,9 +79,8 @@ def test_demo_spec_and_bad_demo_size():
         load_receipts("demo:many")
 
 
-@pytest.mark.skipif(not WILDRECEIPT.exists(), reason="../shared/datasets/wildreceipt is not beside the repo")
-def test_wildreceipt_real_file():
-    receipts, report = read_wildreceipt(WILDRECEIPT)
+def test_wildreceipt_real_file(wildreceipt_file):
+    receipts, report = read_wildreceipt(wildreceipt_file)
     assert len(receipts) == 372
     labels = {w.label for r in receipts for w in r.words}
     assert {

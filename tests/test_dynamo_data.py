@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 
-import boto3
 import click
 import pytest
 from click.testing import CliRunner
@@ -22,14 +21,9 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
 @pytest.fixture(scope="module")
-def wildreceipts(shared_dir):
-    receipts, _ = read_wildreceipt(shared_dir / "datasets" / "wildreceipt" / "receipts.jsonl")
+def wildreceipts(wildreceipt_file):
+    receipts, _ = read_wildreceipt(wildreceipt_file)
     return receipts[:20]
-
-
-@pytest.fixture
-def raw(aws_env):
-    return boto3.client("dynamodb", endpoint_url=aws_env.dynamodb_endpoint, region_name="us-east-1")
 
 
 def small_receipt() -> Receipt:

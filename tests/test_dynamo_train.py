@@ -14,19 +14,15 @@ import uuid
 
 import boto3
 import pytest
-from click.testing import CliRunner
+from conftest import one_sentence_error
+from conftest import run_cli as run
 
-from receipt_layoutlm.cli import cli
 from receipt_layoutlm.sources.jsonl import write_jsonl
 from receipt_layoutlm.sources.wildreceipt import read_wildreceipt
 
 JOB = "receipts-validate"
 N_RECEIPTS = 60
 ALLOWED = ("MERCHANT_NAME", "PHONE_NUMBER", "ADDRESS_LINE", "DATE", "TIME", "PRODUCT_NAME", "AMOUNT")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def phase1(table: str, output_dir, s3_uri: str) -> list[str]:
@@ -56,14 +52,6 @@ def phase1(table: str, output_dir, s3_uri: str) -> list[str]:
     return args + ["--pretrained", "tiny", "--output-dir", str(output_dir), "--output-s3-uri", s3_uri]
 
 
-def one_sentence_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert "error:" in result.output
-    for fragment in fragments:
-        assert fragment in result.output, result.output
-
-
 @pytest.fixture
 def env(aws_env, monkeypatch):
     """Only the flags pick the table, job store and bucket."""
@@ -72,15 +60,16 @@ def env(aws_env, monkeypatch):
     return aws_env
 
 
-def test_phase1_validation_run_from_dynamodb_to_s3(env, shared_dir, tmp_path, aws_env):
-    ddb = boto3.client("dynamodb", endpoint_url=env["dynamodb"], region_name="us-east-1")
-    s3 = boto3.client("s3", endpoint_url=env["s3"], region_name="us-east-1")
+@pytest.mark.slow
+def test_phase1_validation_run_from_dynamodb_to_s3(env, wildreceipt_file, tmp_path, aws_env):
+    ddb = boto3.client("dynamodb", endpoint_url=env.dynamodb_endpoint, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=env.s3_endpoint, region_name="us-east-1")
     table, bucket = f"receipts-{uuid.uuid4().hex[:10]}", f"bucket-{uuid.uuid4().hex[:10]}"
 
     # --- the table and its receipts --------------------------------------------------
     result = run("dynamo", "create-table", table)
     assert result.exit_code == 0, result.output
-    receipts, _ = read_wildreceipt(shared_dir / "datasets" / "wildreceipt" / "receipts.jsonl")
+    receipts, _ = read_wildreceipt(wildreceipt_file)
     subset = receipts[:N_RECEIPTS]
     labelled = sum(any(w.label != "O" for w in r.words) for r in subset)
     source = tmp_path / "subset.jsonl"

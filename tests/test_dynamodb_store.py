@@ -6,26 +6,19 @@ import re
 import uuid
 from dataclasses import replace
 
-import boto3
 import pytest
 from aws_servers import free_port
 from botocore.exceptions import ClientError
 
 from receipt_layoutlm.errors import UserError
-from receipt_layoutlm.store import JobStore
+from receipt_layoutlm.store import ConditionFailed, ItemExists, JobStore
 from receipt_layoutlm.store.dynamodb import DynamoTable, create_table, explain
-from receipt_layoutlm.store.sqlite import ItemExists, SqliteTable
+from receipt_layoutlm.store.sqlite import SqliteTable
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
-@pytest.fixture
-def raw(aws_env):
-    """A plain boto3 client, as the users' own scripts use."""
-    return boto3.client("dynamodb", endpoint_url=aws_env.dynamodb_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)])
 def table(request, tmp_path):
     if request.param == "sqlite":
         return SqliteTable(tmp_path / "jobs.db")
@@ -260,6 +253,20 @@ def test_put_refuses_existing_items_and_put_many_replaces(table):
     assert table.get("JOB#x", "LOG#2") is None
 
 
+def test_conditional_put_is_compare_and_set(table):
+    job = {"PK": "JOB#q", "SK": "JOB", "TYPE": "JOB", "status": "pending", "attempt": 1}
+    table.put(job)
+    table.put({**job, "status": "running", "attempt": 2}, expect={"status": "pending", "attempt": 1})
+    with pytest.raises(ConditionFailed):  # a second claimer sees the item already taken
+        table.put({**job, "status": "running", "attempt": 9}, expect={"status": "pending"})
+    assert (table.get("JOB#q", "JOB")["status"], table.get("JOB#q", "JOB")["attempt"]) == ("running", 2)
+    with pytest.raises(ConditionFailed):  # no stored item: the expectation cannot hold
+        table.put({**job, "PK": "JOB#absent"}, expect={"status": "pending"})
+    assert table.get("JOB#absent", "JOB") is None
+    with pytest.raises(ConditionFailed):  # ItemExists is one kind of failed condition
+        table.put(job, must_not_exist=True)
+
+
 def test_query_by_type_and_filter(table):
     table.put_many(
         [
@@ -332,9 +339,9 @@ def test_put_many_resends_unprocessed_items(fresh_table, aws_env):
     assert len(list(table.query("B"))) == 30
 
 
-def test_gsitype_has_no_sort_key(fresh_table, aws_env):
+def test_gsitype_has_no_sort_key(table):
     with pytest.raises(ValueError, match="no sort key"):
-        list(DynamoTable(fresh_table, aws_env).query("JOB", "X", index="GSITYPE"))
+        list(table.query("JOB", "X", index="GSITYPE"))
 
 
 # --- errors a user can fix ---------------------------------------------------------------------

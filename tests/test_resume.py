@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from receipt_layoutlm.store import open_store
 
 ARGS = [
@@ -33,6 +35,7 @@ def cli(*args, env):
     return [sys.executable, "-c", "from receipt_layoutlm.cli import main; main()", *args]
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume(tmp_path):
     env = {**os.environ, "LAYOUTLM_JOB_STORE": f"sqlite:///{tmp_path / 'jobs.db'}"}
     env.pop("DYNAMO_TABLE_NAME", None)

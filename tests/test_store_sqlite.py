@@ -1,11 +1,14 @@
-"""The embedded job store holds the items of shared/spec/dynamodb-items.md."""
+"""The embedded job store holds the items of docs/job-store.md."""
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from receipt_layoutlm.errors import UserError
-from receipt_layoutlm.store import open_store
+from receipt_layoutlm.store import ConditionFailed, open_store
+from receipt_layoutlm.store.sqlite import SqliteTable
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
@@ -77,3 +80,25 @@ def test_logs_and_unknown_store_uri(store):
     assert log["GSI1PK"] == "LOG"
     with pytest.raises(UserError, match="Unknown job store"):
         open_store("postgres://x")
+
+
+def test_sqlite_claims_are_atomic_across_connections(tmp_path):
+    """Eight connections race to move one pending item to running: exactly one wins."""
+    path = tmp_path / "jobs.db"
+    SqliteTable(path).put({"PK": "JOB#r", "SK": "JOB", "status": "pending"})
+    n = 8
+    barrier = threading.Barrier(n)
+
+    def claim(i: int) -> bool:
+        table = SqliteTable(path)  # one connection per thread, as separate processes have
+        barrier.wait()
+        try:
+            table.put({"PK": "JOB#r", "SK": "JOB", "status": "running", "by": i}, expect={"status": "pending"})
+            return True
+        except ConditionFailed:
+            return False
+
+    with ThreadPoolExecutor(n) as pool:
+        won = [i for i, ok in enumerate(pool.map(claim, range(n))) if ok]
+    assert len(won) == 1
+    assert SqliteTable(path).get("JOB#r", "JOB")["by"] == won[0]

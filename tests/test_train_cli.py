@@ -1,15 +1,13 @@
 """End to end through the CLI: a tiny model on demo data and on real WildReceipt receipts."""
 
 import json
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import one_sentence_error
+from conftest import run_cli as run
 
-from receipt_layoutlm.cli import cli
 from receipt_layoutlm.store import open_store
 
-WILDRECEIPT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wildreceipt" / "receipts.jsonl"
 RECIPE = [
     "--merge-amounts",
     "--o-entity-ratio",
@@ -39,11 +37,6 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    return result
-
-
 def train(tmp_path, name, *extra, dataset="demo:40"):
     return run(
         "train",
@@ -65,6 +58,7 @@ def train(tmp_path, name, *extra, dataset="demo:40"):
     )
 
 
+@pytest.mark.slow
 def test_train_on_demo_records_everything(env):
     result = train(env, "demo-run", *RECIPE, "--early-stopping-patience", "5")
     assert result.exit_code == 0, result.output
@@ -117,7 +111,8 @@ def test_train_on_demo_records_everything(env):
     assert model.config.id2label[0] == "O" and len(AutoTokenizer.from_pretrained(out / "best")) == 30522
     pred_file = env / "pred.jsonl"
     result = run("predict", "--model", out / "best", "--dataset", "demo:3", "--output", pred_file)
-    assert result.exit_code == 0, result.output and "entity F1" in result.output
+    assert result.exit_code == 0, result.output
+    assert "entity F1" in result.output
     lines = pred_file.read_text().splitlines()
     assert len(lines) == 3 and all(len(json.loads(l)["words"]) > 10 for l in lines)
 
@@ -144,6 +139,7 @@ def test_train_on_demo_records_everything(env):
     assert [m["epoch"] for m in metrics] == [1, 2]
 
 
+@pytest.mark.slow
 def test_same_seed_same_data_same_metrics(env):
     scores = []
     for name in ("again-1", "again-2"):
@@ -159,6 +155,7 @@ def test_same_seed_same_data_same_metrics(env):
     assert scores[0] == scores[1]
 
 
+@pytest.mark.slow
 def test_line_mode_trains_one_line_per_example(env):
     result = train(env, "lines", "--example-unit", "line", "--max-steps", "6", dataset="demo:16")
     assert result.exit_code == 0, result.output
@@ -166,14 +163,14 @@ def test_line_mode_trains_one_line_per_example(env):
     assert run_json["dataset"]["train"]["examples"] > 5 * run_json["dataset"]["train"]["receipts"]
 
 
-@pytest.mark.skipif(not WILDRECEIPT.exists(), reason="../shared/datasets/wildreceipt is not beside the repo")
-def test_train_on_real_wildreceipt_receipts(env):
+@pytest.mark.slow
+def test_train_on_real_wildreceipt_receipts(env, wildreceipt_file):
     result = run(
         "train",
         "--job-name",
         "wild",
         "--dataset",
-        f"wildreceipt:{WILDRECEIPT}",
+        f"wildreceipt:{wildreceipt_file}",
         "--pretrained",
         "tiny",
         "--epochs",
@@ -192,14 +189,6 @@ def test_train_on_real_wildreceipt_receipts(env):
     assert run_json["dataset"]["dropped_by_reader"]["empty text (unreadable segment)"] > 0
     assert {"MERCHANT_NAME", "AMOUNT", "QUANTITY"} <= set(run_json["dataset"]["labels_after"])
     assert (env / "wild" / "best" / "model.safetensors").exists()
-
-
-def one_sentence_error(result, *fragments):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    assert "error:" in result.output
-    for f in fragments:
-        assert f in result.output, result.output
 
 
 def test_user_errors_are_one_sentence_and_leave_records(env):
@@ -237,6 +226,7 @@ def test_unreachable_hub_names_the_offline_choices(env, monkeypatch):
     one_sentence_error(result, "Cannot reach the Hugging Face hub", "--pretrained minilm")
 
 
+@pytest.mark.slow
 def test_output_dir_of_another_job_is_refused_and_kept(env):
     assert train(env, "first", "--max-steps", "2", dataset="demo:8").exit_code == 0
     run_json = (env / "first" / "run.json").read_text()
