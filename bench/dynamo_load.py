@@ -77,7 +77,7 @@ def start_dynamodb_local() -> tuple[subprocess.Popen, str]:
 
 
 def isolate_from_aws(endpoint: str, scratch: Path) -> None:
-    """Fake credentials and the local endpoint only (as the tests' aws_env fixture does)."""
+    """Fake credentials only (as the tests' aws_env fixture does); the endpoint is passed as AwsSettings."""
     for name in (
         "AWS_PROFILE",
         "AWS_DEFAULT_PROFILE",
@@ -96,7 +96,6 @@ def isolate_from_aws(endpoint: str, scratch: Path) -> None:
         AWS_EC2_METADATA_DISABLED="true",
         AWS_SHARED_CREDENTIALS_FILE=str(scratch / "none"),
         AWS_CONFIG_FILE=str(scratch / "none"),
-        DYNAMODB_ENDPOINT_URL=endpoint,
     )
 
 
@@ -114,21 +113,21 @@ def add_rtt_hook() -> None:
 
     make_client = dynamodb.make_client
 
-    def with_rtt(region, endpoint_url):
-        client = make_client(region, endpoint_url)
+    def with_rtt(aws):
+        client = make_client(aws)
         client.meta.events.register("before-send.dynamodb", _wait_rtt)
         return client
 
     dynamodb.make_client = with_rtt
 
 
-def load_sequential(table_name: str, statuses=("VALID",)):
+def load_sequential(table_name: str, aws, statuses=("VALID",)):
     """The same requests as load_dynamo_receipts, strictly one after another."""
     from receipt_layoutlm.sources import LoadReport
     from receipt_layoutlm.sources.dynamodb import _collect_labels, _load_receipt
     from receipt_layoutlm.store.dynamodb import DynamoTable
 
-    table = DynamoTable(table_name)
+    table = DynamoTable(table_name, aws)
     report = LoadReport(source=f"{table.description} ({'/'.join(statuses)} labels)")
     receipts = []
     for labels in _collect_labels(table, statuses).values():
@@ -158,15 +157,17 @@ def main() -> None:
     proc, endpoint = start_dynamodb_local()
     try:
         isolate_from_aws(endpoint, scratch)
+        from receipt_layoutlm.aws import AwsSettings
         from receipt_layoutlm.sources import load_receipts
         from receipt_layoutlm.sources.dynamodb import import_receipts, load_dynamo_receipts
         from receipt_layoutlm.store.dynamodb import create_table
 
+        aws = AwsSettings(region="us-east-1", dynamodb_endpoint=endpoint)
         table = f"bench-{uuid.uuid4().hex[:8]}"
-        create_table(table)
+        create_table(table, aws)
         receipts, _ = load_receipts(f"demo:{args.receipts}")
         t0 = time.perf_counter()
-        counts = import_receipts(receipts, table)
+        counts = import_receipts(receipts, table, aws)
         import_s = time.perf_counter() - t0
         items = sum(counts.values())
         print(
@@ -183,10 +184,10 @@ def main() -> None:
         add_rtt_hook()
         RTT["seconds"] = args.rtt_ms / 1000
         arms = {
-            "sequential": lambda: load_sequential(table),
-            f"pool ({args.workers} workers)": lambda: load_dynamo_receipts(table, max_workers=args.workers),
+            "sequential": lambda: load_sequential(table, aws),
+            f"pool ({args.workers} workers)": lambda: load_dynamo_receipts(table, aws, max_workers=args.workers),
         }
-        reference = load_sequential(table)  # warm-up pass, untimed; also the reference result
+        reference = load_sequential(table, aws)  # warm-up pass, untimed; also the reference result
         n = len(reference[0])
         best = {name: float("inf") for name in arms}
         for _ in range(max(1, args.repeats)):
