@@ -22,11 +22,14 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..aws import AwsSettings
 from ..errors import UserError
 from ..labels import entity_types, resolve_allowed_labels
 from .config import TrainConfig, check_config
+
+if TYPE_CHECKING:
+    from ..aws import AwsSettings
 
 log = logging.getLogger(__name__)
 
