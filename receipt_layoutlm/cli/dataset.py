@@ -18,7 +18,11 @@ def dataset():
 
 
 @dataset.command("stats")
-@click.option("--dataset", "spec", help="FILE.jsonl, wildreceipt:FILE or demo[:N]; without it, --dynamo-table.")
+@click.option(
+    "--dataset",
+    "spec",
+    help="FILE.jsonl, wildreceipt:FILE, sroie:DIR, cord:DIR, funsd:DIR or demo[:N]; without it, --dynamo-table.",
+)
 @dynamo_table_option
 @click.option("--label-status", multiple=True, default=["VALID"], show_default=True)
 @_aws_options
@@ -58,7 +62,9 @@ def dataset_stats(
         seed=seed,
     )
     if spec is None and not dynamo_table:
-        raise UserError("Pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
+        raise UserError(
+            "Pass --dataset FILE.jsonl|wildreceipt:FILE|sroie:DIR|cord:DIR|funsd:DIR|demo[:N] or --dynamo-table TABLE."
+        )
     receipts, report = load_source(cfg)
     data = prepare_data(cfg, receipts, report)
     c = data.counts
