@@ -247,3 +247,33 @@ def test_model_by_job_name_local_then_s3(env, model_dir, aws_env):
     result = CliRunner().invoke(cli, ["predict", "--model", "never-trained", "--dataset", "demo:1"])
     assert result.exit_code == 2 and "has no best/ model" in result.output
     assert empty.job_id in result.output
+
+
+def test_entity_spans_follow_training_tags():
+    from receipt_layoutlm.inference.tagger import WordLabel, entities_of
+
+    texts = ["ACME", "MART", "12", "MAIN", "ST", "1.00", "2.00"]
+    lines = [0, 0, 1, 2, 2, 3, 3]
+    tags = [
+        "B-MERCHANT_NAME",
+        "I-MERCHANT_NAME",
+        "I-MERCHANT_NAME",
+        "I-ADDRESS_LINE",
+        "I-ADDRESS_LINE",
+        "B-AMOUNT",
+        "B-AMOUNT",
+    ]
+    receipt = Receipt("r", 100, 100, [Word(t, (i, i, i + 1, i + 1), n) for i, (t, n) in enumerate(zip(texts, lines))])
+    words = [
+        WordLabel(w.text, w.box, w.line, t[2:], t, 0.5 + i / 20) for i, (w, t) in enumerate(zip(receipt.words, tags))
+    ]
+    spans = [(e.label, e.text, e.words) for e in entities_of(receipt, words)]
+    assert spans == [
+        ("MERCHANT_NAME", "ACME MART", [0, 1]),
+        ("MERCHANT_NAME", "12", [2]),  # an I- tag on a new OCR line starts a new entity, as in training
+        ("ADDRESS_LINE", "MAIN ST", [3, 4]),  # a span may start with I- (lenient, like seqeval)
+        ("AMOUNT", "1.00", [5]),  # B- after B- of the same label: two entities
+        ("AMOUNT", "2.00", [6]),
+    ]
+    assert entities_of(receipt, words)[0].box == [0, 0, 2, 2]
+    assert entities_of(receipt, words)[0].confidence == pytest.approx((0.5 + 0.55) / 2)
