@@ -45,6 +45,7 @@ lint: install
 bench: install $(DDB_PKG)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/dynamo_load.py
+	$(BIN)/python bench/predict_latency.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -41,8 +41,10 @@ ALIASES = {
 # --merge-amounts: money totals become one AMOUNT label (UNIT_PRICE stays itself).
 AMOUNT_MERGE = {"LINE_TOTAL": "AMOUNT", "SUBTOTAL": "AMOUNT", "TAX": "AMOUNT", "GRAND_TOTAL": "AMOUNT"}
 MERGE_TARGETS = ("AMOUNT",)
-# Order in which entity types are listed (label list, reports): canonical order, then merge targets.
-LABEL_ORDER = {name: i for i, name in enumerate(CANONICAL_LABELS + MERGE_TARGETS)}
+# Not receipt fields: the form labels of FUNSD (`funsd:DIR`), kept so form users can train on them.
+FORM_LABELS = ("QUESTION", "ANSWER", "HEADER")
+# Order in which entity types are listed (label list, reports): canonical order, merge targets, form labels.
+LABEL_ORDER = {name: i for i, name in enumerate(CANONICAL_LABELS + MERGE_TARGETS + FORM_LABELS)}
 
 
 def normalise_label(name: str) -> str:
@@ -55,7 +57,7 @@ def normalise_label(name: str) -> str:
         return key
     raise UserError(
         f"Unknown label {name!r} in the data; valid labels are {', '.join(CANONICAL_LABELS)} "
-        f"(aliases: {', '.join(ALIASES)})."
+        f"(aliases: {', '.join(ALIASES)}; form labels: {', '.join(FORM_LABELS)})."
     )
 
 
@@ -70,7 +72,7 @@ def resolve_allowed_labels(allowed: list[str] | None, merge_amounts: bool) -> fr
         if key not in LABEL_ORDER:
             raise UserError(
                 f"--allowed-label {name!r} is not a label; choose from {', '.join(CANONICAL_LABELS)}, "
-                f"or AMOUNT with --merge-amounts."
+                f"AMOUNT with --merge-amounts, or the form labels {', '.join(FORM_LABELS)}."
             )
         # Legal per the recipe, but a name that can never match deserves a warning.
         if key == "AMOUNT" and not merge_amounts:

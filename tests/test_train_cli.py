@@ -132,9 +132,10 @@ def test_train_on_demo_records_everything(env):
     assert shown.exit_code == 0 and "val F1" in shown.output and job.job_id in shown.output
     listed = run("jobs", "list", "--status", "succeeded", "--json")
     assert [j["job_id"] for j in json.loads(listed.output)] == [job.job_id]
-    png = env / "report.png"
-    assert run("jobs", "report", "demo-run", "--output", png).exit_code == 0
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = env / "report"
+    assert run("jobs", "report", "demo-run", "-o", report).exit_code == 0
+    assert (report / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "demo-run" in (report / "index.html").read_text()
     metrics = json.loads(run("jobs", "metrics", job.job_id, "--name", "val_f1", "--json").output)
     assert [m["epoch"] for m in metrics] == [1, 2]
 

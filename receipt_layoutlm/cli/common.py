@@ -58,3 +58,16 @@ def with_store(f):
 
     dynamo_help = "The receipts table, whose jobs to show unless --job-store says otherwise."
     return job_store_option(dynamo_table_option(help=dynamo_help)(aws_options(wrapper)))
+
+
+def with_store_opener(f):
+    """--job-store/--region/--endpoint-url, handed to the command as `open_store`, a function that opens
+    the store when first needed (a model given as a folder needs none), and `aws`."""
+
+    @functools.wraps(f)
+    def wrapper(*args, job_store, aws, **kwargs):
+        from ..store import open_store, resolve_store_uri
+
+        return f(*args, open_store=lambda: open_store(resolve_store_uri(job_store, None), aws), aws=aws, **kwargs)
+
+    return job_store_option(aws_options(wrapper))

@@ -1,8 +1,9 @@
-"""`layoutlm-cli dataset stats` (import and export are in aws.py)."""
+"""`layoutlm-cli dataset stats` and `dataset convert` (import and export are in aws.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -39,7 +40,9 @@ def dataset_stats(aws, as_json, **settings):
 
     cfg = train_config(settings, job_name="stats")
     if cfg.dataset is None and not cfg.dynamo_table:
-        raise UserError("Pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
+        raise UserError(
+            "Pass --dataset FILE.jsonl|wildreceipt:FILE|sroie:DIR|cord:DIR|funsd:DIR|demo[:N] or --dynamo-table TABLE."
+        )
     receipts, report = load_source(cfg, aws)
     data = prepare_data(cfg, receipts, report)
     c = data.counts
@@ -79,3 +82,22 @@ def dataset_stats(aws, as_json, **settings):
         console.print(line)
     for reason, n in data.dropped.items():
         console.print(f"dropped {n}: {reason}")
+
+
+@dataset.command("convert")
+@click.argument("source")
+@click.argument("output", type=click.Path(path_type=Path))
+def dataset_convert(source, output):
+    """Write any --dataset source (sroie:DIR, cord:DIR, funsd:DIR, wildreceipt:FILE, ...) as our JSONL."""
+    from ..sources import load_receipts
+    from ..sources.jsonl import write_jsonl
+
+    receipts, report = load_receipts(source)
+    if not receipts:
+        raise UserError(f"{source} holds no receipt with words; nothing written.")
+    write_jsonl(receipts, output)
+    labelled = sum(w.label != "O" for r in receipts for w in r.words)
+    words = sum(len(r.words) for r in receipts)
+    console.print(f"{len(receipts)} receipts, {words} words ({labelled} labelled) -> {output}", highlight=False)
+    for reason, n in report.dropped.items():
+        console.print(f"{reason}: {n}", highlight=False)

@@ -150,12 +150,18 @@ def jobs_metrics(ref, name, as_json, store):
 
 @jobs.command("report")
 @click.argument("ref")
-@click.option("--output", type=click.Path(path_type=Path), help="PNG file (default: <job-name>-report.png).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for index.html and the PNGs (default: <job-name>-report/).",
+)
 @with_store
 def jobs_report(ref, output, store):
-    """Plot a job's validation scores, losses and per-label F1 to a PNG."""
-    from ..report import plot_job
+    """A self-contained HTML page (index.html) and PNGs: learning curves, per-label F1, config, history."""
+    from ..report import write_report
 
     job = store.resolve(ref)
-    path = plot_job(job, store.metrics(job.job_id), output or Path(f"{job.name}-report.png"))
-    console.print(f"wrote {path}")
+    out = output or Path(f"{job.name}-report")
+    index = write_report(job, store.metrics(job.job_id), store.status_history(job.job_id), out)
+    console.print(f"wrote {index} and {len(list(out.glob('*.png')))} PNGs", highlight=False)

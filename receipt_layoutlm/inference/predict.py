@@ -1,4 +1,4 @@
-"""Label receipts with a trained model (a run's best/), and score it where labels exist."""
+"""Label receipts with a trained model (a run's best/, or a job's), and score it where labels exist."""
 
 from __future__ import annotations
 
@@ -8,49 +8,82 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, batch_size: int = 16) -> dict:
-    from ..labels import entity_types, resolve_allowed_labels
-    from ..metrics import entity_scores
-    from ..model import load_trained, predict_ids
-    from ..sources import Receipt, Word, load_receipts
-    from ..sources.jsonl import write_jsonl
-    from ..training.features import build_examples, merge_predictions, sequences
-    from ..training.recipe import tag_receipts
+def load_tagger(model_ref, open_store=None, batch_size: int = 16, aws=None):
+    """(ReceiptTagger, model dir) for `--model JOB_OR_DIR`."""
+    from .resolve import resolve_model_dir
+    from .tagger import ReceiptTagger
 
-    label_map_file = Path(model_dir) / "label_map.json"
-    if not label_map_file.exists():
-        raise UserError(f"{model_dir} has no label_map.json; pass a best/ folder written by `layoutlm-cli train`.")
-    meta = json.loads(label_map_file.read_text())
-    tokenizer, model = load_trained(model_dir)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
-    receipts, _ = load_receipts(spec)
+    model_dir = resolve_model_dir(model_ref, open_store, aws=aws)
+    return ReceiptTagger.from_pretrained(model_dir, batch_size=batch_size), model_dir
+
+
+def load_data(spec: str):
+    from ..sources import load_receipts
+
+    receipts, report = load_receipts(spec)
     if not receipts:
         raise UserError(f"The dataset {spec} holds no receipt with words.")
-    # Score against the data's labels as the model was trained to see them.
-    allowed = resolve_allowed_labels(meta.get("allowed_labels"), meta.get("merge_amounts", False))
-    tagged, _ = tag_receipts(receipts, meta.get("merge_amounts", False), allowed)
-    seqs = sequences(tagged, "receipt")
-    label2id = {v: k for k, v in id2label.items()}
-    safe = {t: label2id.get(t, 0) for s in seqs for t in s["tags"]}  # tags unknown to the model: scored, not fed
-    examples, windows = build_examples(
-        seqs, tokenizer, safe, meta.get("max_seq_length", 512), meta.get("window_overlap", 128)
-    )
-    pred = merge_predictions(
-        predict_ids(model, examples, batch_size), windows, [len(s["texts"]) for s in seqs], id2label
-    )
-    summary = {"receipts": len(receipts), "words": sum(len(s["texts"]) for s in seqs)}
-    if any(t != "O" for s in seqs for t in s["tags"]):
-        summary.update(entity_scores([s["tags"] for s in seqs], pred, entity_types(list(id2label.values()))))
+    return receipts, report
+
+
+def reference_tags(tagger, receipts) -> tuple[list[list[str]], dict]:
+    """The data's labels as the model was trained to see them: its run's merges and whitelist, BIO-tagged."""
+    from ..labels import resolve_allowed_labels
+    from ..training.recipe import tag_receipts
+
+    allowed = resolve_allowed_labels(tagger.allowed_labels, tagger.merge_amounts)
+    tagged, counts = tag_receipts(receipts, tagger.merge_amounts, allowed)
+    return [t.tags for t in tagged], counts
+
+
+def prediction_record(receipt, prediction) -> dict:
+    """The dataset format (words carry the predicted label and its confidence) plus the entities."""
+    return {
+        "id": receipt.id,
+        "width": receipt.width,
+        "height": receipt.height,
+        **receipt.extra,
+        "words": [
+            {
+                "text": w.text,
+                "box": list(w.box),
+                "line": w.line,
+                **({"label": w.label} if w.label != "O" else {}),
+                "confidence": round(w.confidence, 4),
+            }
+            for w in prediction.words
+        ],
+        "entities": [
+            {
+                "label": e.label,
+                "text": e.text,
+                "words": e.words,
+                "box": list(e.box),
+                "confidence": round(e.confidence, 4),
+            }
+            for e in prediction.entities
+        ],
+    }
+
+
+def predict_receipts(
+    model_ref, spec: str, output: Path | None = None, batch_size: int = 16, open_store=None, aws=None
+) -> dict:
+    from ..metrics import entity_scores
+    from ..training.artifacts import atomic_write_text
+
+    tagger, _ = load_tagger(model_ref, open_store, batch_size, aws)
+    receipts, _ = load_data(spec)
+    predictions = tagger.predict_receipts(receipts)
+    true, _ = reference_tags(tagger, receipts)
+    summary = {
+        "receipts": len(receipts),
+        "words": sum(len(r.words) for r in receipts),
+        "entities": sum(len(p.entities) for p in predictions),
+    }
+    if any(t != "O" for tags in true for t in tags):
+        summary.update(entity_scores(true, [p.tags for p in predictions], tagger.labels))
     if output:
-        labelled = [
-            Receipt(
-                r.id,
-                r.width,
-                r.height,
-                [Word(w.text, w.box, w.line, tag[2:] if tag != "O" else "O") for w, tag in zip(r.words, p)],
-                r.extra,
-            )
-            for r, p in zip(receipts, pred)
-        ]
-        write_jsonl(labelled, Path(output))
+        lines = [json.dumps(prediction_record(r, p), ensure_ascii=False) for r, p in zip(receipts, predictions)]
+        atomic_write_text(Path(output), "\n".join(lines) + "\n")
     return summary

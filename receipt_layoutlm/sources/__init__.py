@@ -16,7 +16,8 @@ __all__ = ["LoadReport", "Receipt", "Word", "load_receipts"]
 
 
 def load_receipts(spec: str, seed: int = 42) -> tuple[list[Receipt], LoadReport]:
-    """Resolve a `--dataset` value: `FILE.jsonl`, `wildreceipt:FILE` or `demo[:N]`."""
+    """Resolve a `--dataset` value: `FILE.jsonl`, `wildreceipt:FILE`, `sroie:DIR`, `cord:DIR`, `funsd:DIR`
+    or `demo[:N]`."""
     if spec == "demo" or spec.startswith("demo:"):
         from .demo import generate_receipts
 
@@ -28,6 +29,18 @@ def load_receipts(spec: str, seed: int = 42) -> tuple[list[Receipt], LoadReport]
         from .wildreceipt import read_wildreceipt
 
         return read_wildreceipt(Path(spec.partition(":")[2]))
+    if spec.startswith("sroie:"):
+        from .sroie import read_sroie
+
+        return read_sroie(Path(spec.partition(":")[2]))
+    if spec.startswith("cord:"):
+        from .cord import read_cord
+
+        return read_cord(Path(spec.partition(":")[2]))
+    if spec.startswith("funsd:"):
+        from .funsd import read_funsd
+
+        return read_funsd(Path(spec.partition(":")[2]))
     from .jsonl import read_jsonl
 
     return read_jsonl(Path(spec))

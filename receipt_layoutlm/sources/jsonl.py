@@ -26,6 +26,54 @@ def _number(value, where: str, name: str) -> float:
     return float(value)
 
 
+def receipt_from_dict(obj, where: str) -> Receipt:
+    """One receipt object of the format, checked strictly; `where` starts every error message."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: each line must be a JSON object with id, width, height and words.")
+    for key in ("id", "width", "height", "words"):
+        if key not in obj:
+            raise UserError(f"{where}: missing field `{key}`; every receipt needs id, width, height and words.")
+    rid = obj["id"]
+    if not isinstance(rid, str) or not rid:
+        raise UserError(f"{where}: `id` must be a non-empty string.")
+    width, height = _number(obj["width"], where, "width"), _number(obj["height"], where, "height")
+    if width <= 0 or height <= 0:
+        raise UserError(f"{where}: width and height must be positive, got {width:g}x{height:g}.")
+    if not isinstance(obj["words"], list):
+        raise UserError(f"{where}: `words` must be a list.")
+    words = []
+    for k, w in enumerate(obj["words"]):
+        wwhere = f"{where}: word {k}"
+        if not isinstance(w, dict):
+            raise UserError(f"{wwhere}: must be an object with text and box.")
+        text = w.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{wwhere}: empty or missing `text`.")
+        box = w.get("box")
+        if box is None:
+            raise UserError(f"{wwhere}: missing `box`; every word needs its [x0, y0, x1, y1] on the page.")
+        if not isinstance(box, list) or len(box) != 4:
+            raise UserError(f"{wwhere}: `box` must be [x0, y0, x1, y1].")
+        x0, y0, x1, y1 = (_number(v, wwhere, "box") for v in box)
+        if x1 < x0 or y1 < y0:
+            raise UserError(f"{wwhere}: box {box} has x1<x0 or y1<y0; boxes are [x0, y0, x1, y1].")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise UserError(f"{wwhere}: box {box} lies outside the {width:g}x{height:g} page.")
+        line = w.get("line", -1)
+        if isinstance(line, bool) or not isinstance(line, int):
+            raise UserError(f"{wwhere}: `line` must be an integer.")
+        label = w.get("label") or "O"
+        if not isinstance(label, str):
+            raise UserError(f"{wwhere}: `label` must be a string.")
+        words.append(Word(text=text, box=(x0, y0, x1, y1), line=line, label=label))
+    # Words without a line id each form their own line, so BIO never joins across them.
+    if any(w.line == -1 for w in words):
+        base = max(w.line for w in words) + 1
+        words = [Word(w.text, w.box, base + i, w.label) if w.line == -1 else w for i, w in enumerate(words)]
+    extra = {k: v for k, v in obj.items() if k not in ("id", "width", "height", "words")}
+    return Receipt(id=rid, width=width, height=height, words=words, extra=extra)
+
+
 def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
     """Read the portable format of docs/dataset-format.md, strictly."""
     report = LoadReport(source=str(path))
@@ -39,54 +87,14 @@ def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: bad JSON ({e.msg} at column {e.colno}); fix or remove that line.") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: each line must be a JSON object with id, width, height and words.")
-        for key in ("id", "width", "height", "words"):
-            if key not in obj:
-                raise UserError(f"{where}: missing field `{key}`; every receipt needs id, width, height and words.")
-        rid = obj["id"]
-        if not isinstance(rid, str) or not rid:
-            raise UserError(f"{where}: `id` must be a non-empty string.")
-        if rid in seen:
-            raise UserError(f"{where}: duplicate receipt id {rid!r}; ids must be unique in the file.")
-        seen.add(rid)
-        width, height = _number(obj["width"], where, "width"), _number(obj["height"], where, "height")
-        if width <= 0 or height <= 0:
-            raise UserError(f"{where}: width and height must be positive, got {width:g}x{height:g}.")
-        if not isinstance(obj["words"], list):
-            raise UserError(f"{where}: `words` must be a list.")
-        words = []
-        for k, w in enumerate(obj["words"]):
-            wwhere = f"{where}: word {k}"
-            if not isinstance(w, dict):
-                raise UserError(f"{wwhere}: must be an object with text and box.")
-            text = w.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"{wwhere}: empty or missing `text`.")
-            box = w.get("box")
-            if not isinstance(box, list) or len(box) != 4:
-                raise UserError(f"{wwhere}: `box` must be [x0, y0, x1, y1].")
-            x0, y0, x1, y1 = (_number(v, wwhere, "box") for v in box)
-            if x1 < x0 or y1 < y0:
-                raise UserError(f"{wwhere}: box {box} has x1<x0 or y1<y0; boxes are [x0, y0, x1, y1].")
-            if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-                raise UserError(f"{wwhere}: box {box} lies outside the {width:g}x{height:g} page.")
-            line = w.get("line", -1)
-            if isinstance(line, bool) or not isinstance(line, int):
-                raise UserError(f"{wwhere}: `line` must be an integer.")
-            label = w.get("label") or "O"
-            if not isinstance(label, str):
-                raise UserError(f"{wwhere}: `label` must be a string.")
-            words.append(Word(text=text, box=(x0, y0, x1, y1), line=line, label=label))
-        if not words:
+        receipt = receipt_from_dict(obj, where)
+        if receipt.id in seen:
+            raise UserError(f"{where}: duplicate receipt id {receipt.id!r}; ids must be unique in the file.")
+        seen.add(receipt.id)
+        if not receipt.words:
             report.drop("receipt with no words")
             continue
-        # Words without a line id each form their own line, so BIO never joins across them.
-        if any(w.line == -1 for w in words):
-            base = max(w.line for w in words) + 1
-            words = [Word(w.text, w.box, base + i, w.label) if w.line == -1 else w for i, w in enumerate(words)]
-        extra = {k: v for k, v in obj.items() if k not in ("id", "width", "height", "words")}
-        receipts.append(Receipt(id=rid, width=width, height=height, words=words, extra=extra))
+        receipts.append(receipt)
     return receipts, report
 
 

@@ -152,21 +152,26 @@ def build_examples(
     return examples, windows
 
 
-def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:
-    """Per-example predicted ids (rows indexable by token position) -> one tag per word.
+def chosen_windows(windows: list[Window], n_words: list[int]) -> list[list[tuple[int, int] | None]]:
+    """For each word of each sequence, (example index, token position) of the window it is read from.
 
-    For a word present in several windows, keep the window where min(distance to the
+    A word present in several windows is read from the one where min(distance to the
     window's first word, distance to its last word) is largest: the most context.
     """
-    best: list[list[tuple[int, int] | None]] = [[None] * n for n in n_words]
-    for row, win in zip(pred_ids, windows):
+    best: list[list[tuple[int, int, int] | None]] = [[None] * n for n in n_words]
+    for example, win in enumerate(windows):
         last = len(win.words) - 1
         for k, (w, pos) in enumerate(win.words):
             context = min(k, last - k)
             current = best[win.sequence][w]
             if current is None or context > current[0]:
-                best[win.sequence][w] = (context, int(row[pos]))
-    tags = []
-    for seq in best:
-        tags.append([id2label.get(c[1], "O") if c is not None else "O" for c in seq])
-    return tags
+                best[win.sequence][w] = (context, example, pos)
+    return [[(c[1], c[2]) if c is not None else None for c in seq] for seq in best]
+
+
+def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:
+    """Per-example predicted ids (rows indexable by token position) -> one tag per word (see chosen_windows)."""
+    return [
+        [id2label.get(int(pred_ids[c[0]][c[1]]), "O") if c is not None else "O" for c in seq]
+        for seq in chosen_windows(windows, n_words)
+    ]
