@@ -1,8 +1,14 @@
 """Receipts from and into the users' DynamoDB table (shared/spec/dynamodb-items.md).
 
 Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages) names the
-labelled words and so the receipts to use; then, concurrently, each receipt's Receipt
-item (its width and height) and its words (GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD`).
+labelled words and so the receipts to use; each receipt is fetched on a thread pool as soon
+as the label pages name it: one GSI4 query (`IMAGE#<iid>#RECEIPT#<r>`, sort keys
+`0_RECEIPT`..`3_WORD#...`, lines filtered out by the server) returns its Receipt item (width,
+height) and its words. Items written without GSI4 keys are still found the spec's other way
+(GetItem for the Receipt, GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD` for the words) when the GSI4
+query returns no Receipt item or no words. Every query asks only for the attributes read
+(ProjectionExpression), and items are read straight from the JSON body: a client's CPU per
+item, not the round trips, limited the loading before (docs/benchmarks.md).
 
 - Receipt id: `<image uuid>#<receipt number, 5 digits>`, e.g.
   `3f2a0c1e-...-9b1d#00001` (the style of the dataset format's example).
