@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from ..errors import UserError
@@ -102,12 +102,14 @@ def load_dynamo_receipts(
     fetches: dict[tuple[str, int], Future] = {}
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         try:
-            # A receipt is fetched as soon as the label query names it, while later label pages arrive.
-            for receipt, word, name in _labels(table, statuses):
-                if receipt not in labels:
-                    labels[receipt] = {}
-                    fetches[receipt] = pool.submit(_fetch_receipt, table, *receipt)
-                labels[receipt].setdefault(word, set()).add(name)
+            segments = [pool.submit(_labels, table, status, lo, hi) for status in statuses for lo, hi in LABEL_RANGES]
+            # A receipt is fetched as soon as a part of the label query names it, while other parts still run.
+            for segment in as_completed(segments):
+                for receipt, word, name in segment.result():
+                    if receipt not in labels:
+                        labels[receipt] = {}
+                        fetches[receipt] = pool.submit(_fetch_receipt, table, *receipt)
+                    labels[receipt].setdefault(word, set()).add(name)
             results = [_build_receipt(key, fetches[key].result(), labels[key], statuses, table) for key in labels]
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)  # stop fetching, e.g. on an error or Ctrl-C
@@ -156,23 +158,38 @@ def _string(item: dict, name: str):
     return value if value is not None else from_wire(attr)
 
 
-def _labels(table: DynamoTable, statuses: tuple[str, ...]):
-    """((image id, receipt number), (line id, word id), canonical label name) of each wanted label."""
-    projection, names = _projection("PK", "SK", "TYPE")
-    for status in statuses:
-        for item in table.query_wire(
-            IndexName="GSI3",
-            KeyConditionExpression="#pk = :pk",
-            ProjectionExpression=projection,
-            ExpressionAttributeNames={**names, "#pk": "GSI3PK"},
-            ExpressionAttributeValues={":pk": {"S": f"VALIDATION_STATUS#{status}"}},
-        ):
-            if _string(item, "TYPE") != "RECEIPT_WORD_LABEL":
-                continue
-            sk = item["SK"]["S"]
-            parts = _parse_sk(sk)
-            receipt = (item["PK"]["S"].removeprefix("IMAGE#"), int(parts["RECEIPT"]))
-            yield receipt, (int(parts["LINE"]), int(parts["WORD"])), canonical_label(sk.split("#LABEL#", 1)[1])
+# The label query reads one partition (VALIDATION_STATUS#<status>), whose pages come one after another;
+# it is read as 16 sort-key ranges at once instead. Sort keys start `IMAGE#<image uuid>`, so the uuid's
+# first hex digit spreads the labels evenly; the first and last ranges are open, so every key is covered.
+_BOUNDS = [None, *(f"IMAGE#{digit}" for digit in "123456789abcdef"), None]
+LABEL_RANGES = list(zip(_BOUNDS[:-1], _BOUNDS[1:], strict=True))
+
+
+def _labels(table: DynamoTable, status: str, lo: str | None, hi: str | None) -> list[tuple]:
+    """((image id, receipt number), (line id, word id), canonical label name) of each label of a status
+    whose GSI3 sort key lies in [lo, hi) (None: unbounded)."""
+    if lo is None:
+        condition, values = "#sk < :hi", {":hi": {"S": hi}}
+    elif hi is None:
+        condition, values = "#sk >= :lo", {":lo": {"S": lo}}
+    else:  # BETWEEN includes hi: a key equal to hi is skipped below, the next range has it
+        condition, values = "#sk BETWEEN :lo AND :hi", {":lo": {"S": lo}, ":hi": {"S": hi}}
+    projection, names = _projection("PK", "SK", "TYPE", "GSI3SK")
+    rows = []
+    for item in table.query_wire(
+        IndexName="GSI3",
+        KeyConditionExpression=f"#pk = :pk AND {condition}",
+        ProjectionExpression=projection,
+        ExpressionAttributeNames={**names, "#pk": "GSI3PK", "#sk": "GSI3SK"},
+        ExpressionAttributeValues={**values, ":pk": {"S": f"VALIDATION_STATUS#{status}"}},
+    ):
+        if _string(item, "TYPE") != "RECEIPT_WORD_LABEL" or (hi is not None and item["GSI3SK"]["S"] >= hi):
+            continue
+        sk = item["SK"]["S"]
+        parts = _parse_sk(sk)
+        receipt = (item["PK"]["S"].removeprefix("IMAGE#"), int(parts["RECEIPT"]))
+        rows.append((receipt, (int(parts["LINE"]), int(parts["WORD"])), canonical_label(sk.split("#LABEL#", 1)[1])))
+    return rows
 
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
