@@ -1,8 +1,8 @@
 """Receipts from and into the users' DynamoDB table (shared/spec/dynamodb-items.md).
 
-Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages) names the
-labelled words and so the receipts to use; each receipt is fetched on a thread pool as soon
-as the label pages name it: one GSI4 query (`IMAGE#<iid>#RECEIPT#<r>`, sort keys
+Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages, read as 16
+sort-key ranges at once) names the labelled words and so the receipts to use; each receipt
+is fetched on a thread pool as soon as the label query names it: one GSI4 query (`IMAGE#<iid>#RECEIPT#<r>`, sort keys
 `0_RECEIPT`..`3_WORD#...`, lines filtered out by the server) returns its Receipt item (width,
 height) and its words. Items written without GSI4 keys are still found the spec's other way
 (GetItem for the Receipt, GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD` for the words) when the GSI4
