@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 import uuid
+from pathlib import Path
 
 import click
 import pytest
@@ -266,3 +269,142 @@ def test_cli_import_and_export(fresh_table, tmp_path):
     assert len(rows) == 3 and all(r["words"] for r in rows)
     result = runner.invoke(cli, ["dynamo", "create-table", fresh_table])
     assert isinstance(result.exception, UserError) and "already exists" in str(result.exception)
+
+
+def old_sequential_loader(monkeypatch):
+    """The loader as it was before GSI4/projections/direct parsing, kept verbatim in the benchmark."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "dynamo_load.py"
+    spec = importlib.util.spec_from_file_location("dynamo_load_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module.load_sequential
+
+
+def page_receipt(receipt_id: str, width: float = 100, height: float = 200, words: int = 5) -> Receipt:
+    """A receipt with `words` labelled words on `words` // 2 + 1 lines."""
+    return Receipt(
+        id=receipt_id,
+        width=width,
+        height=height,
+        words=[
+            Word(f"w{i}", (10 + i, 10 + 10 * (i // 2), 20 + i, 18 + 10 * (i // 2)), i // 2, "PRODUCT_NAME")
+            for i in range(words)
+        ],
+    )
+
+
+def test_new_loader_gives_exactly_the_old_loaders_receipts(fresh_table, aws_env, monkeypatch):
+    """The GSI4 / projected / directly parsed loader against the old one, on the cases that need care."""
+    table = DynamoTable(fresh_table, aws_env)
+    receipts = {
+        "plain": page_receipt("plain"),
+        "float-size": page_receipt("float-size", width=612.5, height=791.25),
+        "big": page_receipt("big", words=40),  # many pages once pages hold 3 items
+        "no-receipt-item": page_receipt("no-receipt-item"),
+        "zero-width": page_receipt("zero-width"),
+        "no-gsi4": page_receipt("no-gsi4"),  # items written without GSI4 keys: the GetItem/GSI3 way
+        "odd-words": page_receipt("odd-words", words=7),
+        "unlabelled": Receipt("unlabelled", 100, 200, [Word("x", (1, 1, 5, 5), 0)]),
+        "only-pending": Receipt("only-pending", 100, 200, [Word("y", (1, 1, 5, 5), 0)]),
+    }
+    import_receipts(list(receipts.values()), fresh_table, aws_env)
+    iid = {name: image_id_for(name) for name in receipts}
+
+    def word_item(name: str, line: int, word: int) -> dict:
+        return table.get(f"IMAGE#{iid[name]}", f"RECEIPT#00001#LINE#{line:05d}#WORD#{word:05d}")
+
+    table.client.delete_item(
+        TableName=fresh_table, Key={"PK": {"S": f"IMAGE#{iid['no-receipt-item']}"}, "SK": {"S": "RECEIPT#00001"}}
+    )
+    table.put({**table.get(f"IMAGE#{iid['zero-width']}", "RECEIPT#00001"), "width": 0})
+    for item in table.query(f"IMAGE#{iid['no-gsi4']}"):
+        table.put({k: v for k, v in item.items() if k not in ("GSI4PK", "GSI4SK")})
+    odd = {  # (line id, word id) -> changed attributes; word ids count from 1, line ids here from 0
+        (0, 1): {"text": "   "},  # empty once stripped
+        (0, 2): {"text": None},
+        (1, 1): {k: None for k in ("top_left", "top_right", "bottom_left", "bottom_right")},  # bounding_box only
+        (1, 2): {k: None for k in ("top_left", "top_right", "bottom_left", "bottom_right", "bounding_box")},
+        (2, 1): {"top_left": {"x": 0, "y": 1}, "top_right": {"x": 1, "y": 1}},  # integer numbers; a clamped box
+    }
+    for (line, word), changes in odd.items():
+        item = {**word_item("odd-words", line, word), **changes}
+        table.put({k: v for k, v in item.items() if v is not None or k == "text"})
+    item = word_item("odd-words", 3, 1)  # a coordinate stored as a string, as a careless tool might
+    item["top_left"] = {"x": str(item["top_left"]["x"]), "y": item["top_left"]["y"]}
+    table.put(item)
+
+    add_label(table, iid["plain"], 0, 1, "DATE")  # two VALID labels on one word
+    add_label(table, iid["plain"], 0, 1, "MERCHANT_NAME")  # three
+    add_label(table, iid["plain"], 0, 2, "product_name")  # the same label in other case: not ambiguous
+    add_label(table, iid["plain"], 9, 9, "TAX")  # no such word
+    add_label(table, iid["plain"], 1, 1, "TOTAL_DUE", status="PENDING")
+    add_label(table, iid["plain"], 1, 2, "TIP", status="INVALID")
+    add_label(table, iid["only-pending"], 0, 1, "DATE", status="PENDING")
+    table.put(  # a label whose GSI3 sort key is exactly a bound of the label query's ranges
+        {
+            "PK": f"IMAGE#{iid['plain']}",
+            "SK": "RECEIPT#00001#LINE#00002#WORD#00001#LABEL#TIP",
+            "TYPE": "RECEIPT_WORD_LABEL",
+            "GSI3PK": "VALIDATION_STATUS#VALID",
+            "GSI3SK": "IMAGE#8",
+        }
+    )
+    add_label(table, iid["big"], 0, 1, "ADDRESS")  # an alias, ranked over PRODUCT_NAME; read over many pages
+    for name in ("no-receipt-item", "zero-width"):
+        add_label(table, iid[name], 7, 7, "TAX")
+    add_label(table, image_id_for("words-missing"), 0, 1, "DATE")  # a Receipt item but no words at all
+    table.put({"PK": f"IMAGE#{image_id_for('words-missing')}", "SK": "RECEIPT#00001", "TYPE": "RECEIPT"} | {
+        "width": 10, "height": 10, "GSI4PK": f"IMAGE#{image_id_for('words-missing')}#RECEIPT#00001",
+        "GSI4SK": "0_RECEIPT"})  # fmt: skip
+
+    # Small pages everywhere: every query of both loaders has to follow LastEvaluatedKey (GSI4 pages
+    # whose items the server filtered out entirely included).
+    init = DynamoTable.__init__
+
+    def small_pages(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.page_size = 3
+
+    monkeypatch.setattr(DynamoTable, "__init__", small_pages)
+    load_old = old_sequential_loader(monkeypatch)
+    for statuses in (("VALID",), ("VALID", "PENDING"), ("pending", "INVALID")):
+        old, old_report = load_old(fresh_table, aws_env, statuses)
+        new, new_report = load_dynamo_receipts(fresh_table, aws_env, statuses=statuses, max_workers=4)
+        assert new == old
+        assert new_report == old_report
+
+    loaded, report = load_dynamo_receipts(fresh_table, aws_env)
+    by_name = {name: next((r for r in loaded if r.id == receipt_key(iid[name], 1)), None) for name in receipts}
+    assert {name for name, r in by_name.items() if r} == {"plain", "float-size", "big", "no-gsi4", "odd-words"}
+    assert (by_name["float-size"].width, by_name["float-size"].height) == (612.5, 791.25)
+    assert len(by_name["big"].words) == 40 and by_name["big"].words[0].label == "ADDRESS_LINE"
+    assert [w.text for w in by_name["odd-words"].words] == ["w2", "w4", "w5", "w6"]
+    assert by_name["odd-words"].words[1].box == (0.0, 0.0, 100.0, pytest.approx(38.0))
+    assert report.dropped == {
+        "word with several VALID labels: kept MERCHANT_NAME over DATE, PRODUCT_NAME": 1,
+        "word with several VALID labels: kept ADDRESS_LINE over PRODUCT_NAME": 1,
+        "word with several VALID labels: kept PRODUCT_NAME over TIP": 1,
+        "label whose word is missing": 1 + 1,
+        "labelled receipt without a Receipt item with width and height": 2,
+        "labelled receipt with no words": 1,
+        "word with empty text": 2,
+        "word without corner points": 1,
+    }
+
+
+def test_a_receipt_is_one_gsi4_query(fresh_table, aws_env, monkeypatch):
+    """Receipts with GSI4 keys cost one request each (no GetItem, no GSI3 word query) besides the label query."""
+    import_receipts([page_receipt(f"r{i}") for i in range(3)], fresh_table, aws_env)
+    calls = []
+    call = DynamoTable._call
+
+    def counted(self, operation, **kwargs):
+        calls.append((operation, kwargs.get("IndexName")))
+        return call(self, operation, **kwargs)
+
+    monkeypatch.setattr(DynamoTable, "_call", counted)
+    receipts, _ = load_dynamo_receipts(fresh_table, aws_env)
+    assert len(receipts) == 3
+    label_ranges = [("query", "GSI3")] * 16  # the label partition, read as 16 sort-key ranges at once
+    assert sorted(calls, key=str) == [("describe_table", None), *label_ranges, *[("query", "GSI4")] * 3]

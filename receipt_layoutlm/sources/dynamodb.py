@@ -1,8 +1,14 @@
 """Receipts from and into the users' DynamoDB receipts table (its items: README.md, "Your DynamoDB table and S3").
 
-Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages) names the
-labelled words and so the receipts to use; then, concurrently, each receipt's Receipt
-item (its width and height) and its words (GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD`).
+Loading: one GSI3 query per label status (`VALIDATION_STATUS#VALID`, all pages, read as 16
+sort-key ranges at once) names the labelled words and so the receipts to use; each receipt
+is fetched on a thread pool as soon as the label query names it: one GSI4 query (`IMAGE#<iid>#RECEIPT#<r>`, sort keys
+`0_RECEIPT`..`3_WORD#...`, lines filtered out by the server) returns its Receipt item (width,
+height) and its words. Items written without GSI4 keys are still found the spec's other way
+(GetItem for the Receipt, GSI3 `IMAGE#<iid>#RECEIPT#<r>` / `WORD` for the words) when the GSI4
+query returns no Receipt item or no words. Every query asks only for the attributes read
+(ProjectionExpression), and items are read straight from the JSON body: a client's CPU per
+item, not the round trips, limited the loading before (docs/benchmarks.md).
 
 - Receipt id: `<image uuid>#<receipt number, 5 digits>`, e.g.
   `3f2a0c1e-...-9b1d#00001` (the style of the dataset format's example).
@@ -32,15 +38,17 @@ A re-import does not delete label items of labels since removed from the source 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 
 from ..aws import AwsSettings
 from ..errors import UserError
 from ..labels import CANONICAL_LABELS, normalise_label
 from ..store import now_iso
 from ..store.dynamodb import DynamoTable
+from ..store.wire import from_wire, item_from_wire
 from .receipt import LoadReport, Receipt, Word
 
 RECEIPT_NUMBER = 1  # imported receipts: one receipt per (derived) image
@@ -73,15 +81,6 @@ def receipt_key(image_id: str, receipt_number: int) -> str:
 # --- loading --------------------------------------------------------------------------
 
 
-@dataclass
-class _Labels:
-    """VALID (or other wanted) labels of one receipt, by (line id, word id)."""
-
-    image_id: str
-    receipt_number: int
-    by_word: dict[tuple[int, int], set[str]] = field(default_factory=dict)
-
-
 def _parse_sk(sk: str) -> dict[str, str]:
     """'RECEIPT#00001#LINE#00002#WORD#00003#LABEL#DATE' -> {'RECEIPT': '00001', 'LINE': ..., 'LABEL': 'DATE'}"""
     parts = sk.split("#")
@@ -95,12 +94,26 @@ def load_dynamo_receipts(
     max_workers: int = 8,
 ) -> tuple[list[Receipt], LoadReport]:
     """Training receipts from the receipts table; see the module docstring for the rules."""
-    table = DynamoTable(table_name, aws)
+    table = DynamoTable(table_name, aws)  # its own client: the parse hook below touches no other table
+    table.client.meta.events.register("before-parse.dynamodb.Query", _items_as_sent)
     statuses = tuple(s.strip().upper() for s in statuses)
     report = LoadReport(source=f"{table.description} ({'/'.join(statuses)} labels)")
-    wanted = _collect_labels(table, statuses)
+    labels: dict[tuple[str, int], dict[tuple[int, int], set[str]]] = {}  # (iid, r) -> (line, word) -> names
+    fetches: dict[tuple[str, int], Future] = {}
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        results = list(pool.map(lambda labels: _load_receipt(table, labels, statuses), wanted.values()))
+        try:
+            segments = [pool.submit(_labels, table, status, lo, hi) for status in statuses for lo, hi in LABEL_RANGES]
+            # A receipt is fetched as soon as a part of the label query names it, while other parts still run.
+            for segment in as_completed(segments):
+                for receipt, word, name in segment.result():
+                    if receipt not in labels:
+                        labels[receipt] = {}
+                        fetches[receipt] = pool.submit(_fetch_receipt, table, *receipt)
+                    labels[receipt].setdefault(word, set()).add(name)
+            results = [_build_receipt(key, fetches[key].result(), labels[key], statuses, table) for key in labels]
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # stop fetching, e.g. on an error or Ctrl-C
+            raise
     receipts = []
     for receipt, drops in results:
         for reason, n in drops.items():
@@ -117,58 +130,170 @@ def load_dynamo_receipts(
     return receipts, report
 
 
-def _collect_labels(table: DynamoTable, statuses: tuple[str, ...]) -> dict[tuple[str, int], _Labels]:
-    wanted: dict[tuple[str, int], _Labels] = {}
-    for status in statuses:
-        for item in table.query(f"VALIDATION_STATUS#{status}", index="GSI3"):
-            if item.get("TYPE") != "RECEIPT_WORD_LABEL":
-                continue
-            image_id = item["PK"].removeprefix("IMAGE#")
-            parts = _parse_sk(item["SK"])
-            key = (image_id, int(parts["RECEIPT"]))
-            labels = wanted.setdefault(key, _Labels(image_id, key[1]))
-            word = (int(parts["LINE"]), int(parts["WORD"]))
-            labels.by_word.setdefault(word, set()).add(canonical_label(item["SK"].split("#LABEL#", 1)[1]))
-    return wanted
+def _items_as_sent(response_dict: dict, customized_response_dict: dict, **_) -> None:
+    """botocore `before-parse` hook for this loader's Query calls: hand the Items over as JSON decoding gives
+    them (exactly the wire format {"S": ...}, {"N": "1.5"}, {"M": {...}}: no binary attributes are read) and
+    let botocore's shape-by-shape parser, most of the client's CPU per item, parse only the rest of the page
+    (Count, LastEvaluatedKey). Its own handlers customise responses the same way."""
+    if response_dict.get("status_code") != 200 or not isinstance(response_dict.get("body"), bytes):
+        return
+    page = json.loads(response_dict["body"])
+    if "Items" in page:
+        customized_response_dict["Items"] = page.pop("Items")
+        response_dict["body"] = json.dumps(page).encode()
 
 
-def _load_receipt(table: DynamoTable, labels: _Labels, statuses: tuple[str, ...]) -> tuple[Receipt | None, dict]:
-    """One receipt's page size and words (runs in a worker thread; returns its drop counts)."""
+def _projection(*names: str) -> tuple[str, dict[str, str]]:
+    """A ProjectionExpression over placeholders (TYPE, text, ... are DynamoDB reserved words)."""
+    placeholders = {f"#a{i}": name for i, name in enumerate(names)}
+    return ", ".join(placeholders), placeholders
+
+
+def _string(item: dict, name: str):
+    """A wire item's S attribute as the wire codec reads it (other types decoded; absent -> None)."""
+    attr = item.get(name)
+    if attr is None:
+        return None
+    value = attr.get("S")
+    return value if value is not None else from_wire(attr)
+
+
+# The label query reads one partition (VALIDATION_STATUS#<status>), whose pages come one after another;
+# it is read as 16 sort-key ranges at once instead. Sort keys start `IMAGE#<image uuid>`, so the uuid's
+# first hex digit spreads the labels evenly; the first and last ranges are open, so every key is covered.
+_BOUNDS = [None, *(f"IMAGE#{digit}" for digit in "123456789abcdef"), None]
+LABEL_RANGES = list(zip(_BOUNDS[:-1], _BOUNDS[1:], strict=True))
+
+
+def _labels(table: DynamoTable, status: str, lo: str | None, hi: str | None) -> list[tuple]:
+    """((image id, receipt number), (line id, word id), canonical label name) of each label of a status
+    whose GSI3 sort key lies in [lo, hi) (None: unbounded)."""
+    if lo is None:
+        condition, values = "#sk < :hi", {":hi": {"S": hi}}
+    elif hi is None:
+        condition, values = "#sk >= :lo", {":lo": {"S": lo}}
+    else:  # BETWEEN includes hi: a key equal to hi is skipped below, the next range has it
+        condition, values = "#sk BETWEEN :lo AND :hi", {":lo": {"S": lo}, ":hi": {"S": hi}}
+    projection, names = _projection("PK", "SK", "TYPE", "GSI3SK")
+    rows = []
+    for item in table.query_wire(
+        IndexName="GSI3",
+        KeyConditionExpression=f"#pk = :pk AND {condition}",
+        ProjectionExpression=projection,
+        ExpressionAttributeNames={**names, "#pk": "GSI3PK", "#sk": "GSI3SK"},
+        ExpressionAttributeValues={**values, ":pk": {"S": f"VALIDATION_STATUS#{status}"}},
+    ):
+        if _string(item, "TYPE") != "RECEIPT_WORD_LABEL" or (hi is not None and item["GSI3SK"]["S"] >= hi):
+            continue
+        sk = item["SK"]["S"]
+        parts = _parse_sk(sk)
+        receipt = (item["PK"]["S"].removeprefix("IMAGE#"), int(parts["RECEIPT"]))
+        rows.append((receipt, (int(parts["LINE"]), int(parts["WORD"])), canonical_label(sk.split("#LABEL#", 1)[1])))
+    return rows
+
+
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+WORD_ATTRIBUTES = ("TYPE", "SK", "text", *CORNERS, "bounding_box")
+# GSI4 sort keys of one receipt: 0_RECEIPT, 2_LINE#<l>, 3_WORD#<l>#<w>, 4_LABEL#<l>#<w>#<LABEL>. The
+# range 0_RECEIPT..3_WORD$ ('$' sorts right after '#') holds the Receipt and its words, not the labels.
+GSI4_FIRST, GSI4_LAST = "0_RECEIPT", "3_WORD$"
+
+
+@dataclass
+class _Fetched:
+    """One receipt as read from the table: its page size and words (line id, word id, text, box or None)."""
+
+    width: float
+    height: float
+    words: list[tuple[int, int, str, tuple[float, float, float, float] | None]]
+
+
+def _fetch_receipt(table: DynamoTable, iid: str, r: int) -> _Fetched | None:
+    """A receipt's size and words, None without a Receipt item with width and height (in a worker thread).
+
+    One GSI4 query returns the Receipt item and the words (the server filters the lines out). What it
+    does not find (items written without GSI4 keys) is read the spec's other way: GetItem, GSI3 words.
+    """
+    base = f"IMAGE#{iid}#RECEIPT#{r:05d}"
+    projection, names = _projection(*WORD_ATTRIBUTES, "width", "height")
+    receipt_item, word_items = None, []
+    for item in table.query_wire(
+        IndexName="GSI4",
+        KeyConditionExpression="#pk = :pk AND #sk BETWEEN :first AND :last",
+        FilterExpression="#a0 IN (:receipt, :word)",
+        ProjectionExpression=projection,
+        ExpressionAttributeNames={**names, "#pk": "GSI4PK", "#sk": "GSI4SK"},
+        ExpressionAttributeValues={
+            ":pk": {"S": base},
+            ":first": {"S": GSI4_FIRST},
+            ":last": {"S": GSI4_LAST},
+            ":receipt": {"S": "RECEIPT"},
+            ":word": {"S": "RECEIPT_WORD"},
+        },
+    ):
+        if item["TYPE"]["S"] == "RECEIPT_WORD":
+            word_items.append(item)
+        elif item["SK"]["S"] == f"RECEIPT#{r:05d}":
+            receipt_item = {k: from_wire(item[k]) for k in ("width", "height") if k in item}
+    if receipt_item is None:
+        receipt_item = table.get(f"IMAGE#{iid}", f"RECEIPT#{r:05d}") or {}
+    width, height = receipt_item.get("width"), receipt_item.get("height")
+    if not width or not height or width <= 0 or height <= 0:
+        return None
+    if not word_items:
+        projection, names = _projection(*WORD_ATTRIBUTES)
+        word_items = table.query_wire(
+            IndexName="GSI3",
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :sk)",
+            ProjectionExpression=projection,
+            ExpressionAttributeNames={**names, "#pk": "GSI3PK", "#sk": "GSI3SK"},
+            ExpressionAttributeValues={":pk": {"S": base}, ":sk": {"S": "WORD"}},
+        )
+    words = []
+    for item in word_items:
+        if _string(item, "TYPE") != "RECEIPT_WORD":
+            continue
+        parts = _parse_sk(item["SK"]["S"])
+        text = (_string(item, "text") or "").strip()
+        words.append((int(parts["LINE"]), int(parts["WORD"]), text, _wire_page_box(item, width, height)))
+    return _Fetched(width, height, words)
+
+
+def _build_receipt(
+    key: tuple[str, int],
+    fetched: _Fetched | None,
+    labels: dict[tuple[int, int], set[str]],
+    statuses: tuple[str, ...],
+    table: DynamoTable,
+) -> tuple[Receipt | None, dict]:
+    """One receipt's words with their labels, and its drop counts."""
     drops: dict[str, int] = {}
 
     def drop(reason: str, n: int = 1) -> None:
         drops[reason] = drops.get(reason, 0) + n
 
-    iid, r = labels.image_id, labels.receipt_number
-    receipt_item = table.get(f"IMAGE#{iid}", f"RECEIPT#{r:05d}")
-    width, height = (receipt_item or {}).get("width"), (receipt_item or {}).get("height")
-    if not receipt_item or not width or not height or width <= 0 or height <= 0:
+    if fetched is None:
         drop("labelled receipt without a Receipt item with width and height")
         return None, drops
+    labels = dict(labels)  # popped below as words claim their labels
     found: list[tuple[int, int, Word]] = []
-    for item in table.query(f"IMAGE#{iid}#RECEIPT#{r:05d}", "WORD", index="GSI3"):
-        if item.get("TYPE") != "RECEIPT_WORD":
-            continue
-        parts = _parse_sk(item["SK"])
-        line_id, word_id = int(parts["LINE"]), int(parts["WORD"])
-        names = labels.by_word.pop((line_id, word_id), set())
-        text = (item.get("text") or "").strip()
-        box = _page_box(item, width, height)
+    for line_id, word_id, text, box in fetched.words:
+        names = labels.pop((line_id, word_id), set())
         if not text or box is None:
             drop("word with empty text" if not text else "word without corner points")
             continue
         label = _word_label(names, statuses, drop)
         found.append((line_id, word_id, Word(text=text, box=box, line=line_id, label=label)))
-    if labels.by_word:
-        drop("label whose word is missing", sum(len(v) for v in labels.by_word.values()))
+    if labels:
+        drop("label whose word is missing", sum(len(v) for v in labels.values()))
     if not found:
         drop("labelled receipt with no words")
         return None, drops
     found.sort(key=lambda f: (f[0], f[2].box[0], f[1]))
     receipt = Receipt(
-        id=receipt_key(iid, r),
-        width=width,
-        height=height,
+        id=receipt_key(*key),
+        width=fetched.width,
+        height=fetched.height,
         words=[w for _, _, w in found],
         extra={"source": table.description},
     )
@@ -185,9 +310,23 @@ def _word_label(names: set[str], statuses: tuple[str, ...], drop) -> str:
     return label
 
 
+def _wire_page_box(item: dict, width: float, height: float) -> tuple[float, float, float, float] | None:
+    """_page_box of a wire item: the four corners read directly (float of the number string is what the
+    wire codec's int-or-float gives after float()); anything else goes through the codec."""
+    corners = [(item.get(k) or {}).get("M") for k in CORNERS]
+    if all(c and "x" in c and "y" in c for c in corners):
+        try:
+            xs, ys = [float(c["x"]["N"]) for c in corners], [float(c["y"]["N"]) for c in corners]
+        except (KeyError, TypeError):  # a coordinate that is not a number: let the codec and _page_box judge
+            pass
+        else:
+            return _box(xs, ys, width, height)
+    return _page_box(item_from_wire(item), width, height)
+
+
 def _page_box(item: dict, width: float, height: float) -> tuple[float, float, float, float] | None:
     """Corners (0-1, origin bottom-left, y up) -> [x0, y0, x1, y1] in page units, origin top-left."""
-    corners = [item.get(k) for k in ("top_left", "top_right", "bottom_left", "bottom_right")]
+    corners = [item.get(k) for k in CORNERS]
     if all(isinstance(c, dict) and "x" in c and "y" in c for c in corners):
         xs, ys = [float(c["x"]) for c in corners], [float(c["y"]) for c in corners]
     elif isinstance(item.get("bounding_box"), dict):  # older items: {x, y (bottom), width, height}
@@ -195,6 +334,10 @@ def _page_box(item: dict, width: float, height: float) -> tuple[float, float, fl
         xs, ys = [b["x"], b["x"] + b["width"]], [b["y"], b["y"] + b["height"]]
     else:
         return None
+    return _box(xs, ys, width, height)
+
+
+def _box(xs: list[float], ys: list[float], width: float, height: float) -> tuple[float, float, float, float]:
     clamp = lambda v: min(1.0, max(0.0, v))  # noqa: E731
     x0, x1 = clamp(min(xs)) * width, clamp(max(xs)) * width
     y0, y1 = (1 - clamp(max(ys))) * height, (1 - clamp(min(ys))) * height

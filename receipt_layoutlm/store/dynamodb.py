@@ -182,9 +182,7 @@ class DynamoTable:
         pk_name, sk_name = INDEXES[index]
         if sk_prefix and sk_name is None:
             raise ValueError(f"index {index} has no sort key: sk_prefix must be None")
-        self._ensure_table()
         kwargs = {
-            "TableName": self.table_name,
             "ScanIndexForward": forward,
             "KeyConditionExpression": "#pk = :pk",
             "ExpressionAttributeNames": {"#pk": pk_name},
@@ -200,12 +198,19 @@ class DynamoTable:
             kwargs["FilterExpression"] = "#t = :t"
             kwargs["ExpressionAttributeNames"]["#t"] = "TYPE"
             kwargs["ExpressionAttributeValues"][":t"] = {"S": type_filter}
+        for item in self.query_wire(**kwargs):
+            yield item_from_wire(item)
+
+    def query_wire(self, **query_kwargs):
+        """The items of one Query (every page) as DynamoDB sent them, undecoded: for readers that set
+        their own key condition, filter or ProjectionExpression and decode only what they read."""
+        self._ensure_table()
+        kwargs = {"TableName": self.table_name, **query_kwargs}
         if self.page_size:
             kwargs["Limit"] = self.page_size
         while True:
             page = self._call("query", **kwargs)
-            for item in page.get("Items", []):
-                yield item_from_wire(item)
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
