@@ -41,25 +41,21 @@ def dataset_stats(
     as_json,
 ):
     """Receipts, words and labels before/after merges and the whitelist, and the O:entity ratio."""
-    from ..training.config import TrainConfig
-    from ..training.run import load_source, prepare_data
+    from ..training.data import load_source, prepare_data
 
     _export_aws(region, endpoint_url)
-    cfg = TrainConfig(
-        job_name="stats",
-        dataset=spec,
-        dynamo_table=dynamo_table,
-        label_status=list(label_status),
-        merge_amounts=merge_amounts,
-        allowed_labels=list(allowed_labels),
-        o_entity_ratio=o_entity_ratio,
-        val_ratio=val_ratio,
-        seed=seed,
-    )
     if spec is None and not dynamo_table:
         raise UserError("Pass --dataset FILE.jsonl|wildreceipt:FILE|demo[:N] or --dynamo-table TABLE.")
-    receipts, report = load_source(cfg)
-    data = prepare_data(cfg, receipts, report)
+    receipts, report = load_source(spec, dynamo_table, label_status, seed)
+    data = prepare_data(
+        receipts,
+        report,
+        merge_amounts=merge_amounts,
+        allowed_labels=allowed_labels,
+        val_ratio=val_ratio,
+        o_entity_ratio=o_entity_ratio,
+        seed=seed,
+    )
     c = data.counts
     stats = {
         "source": report.source,

@@ -20,20 +20,30 @@ import shutil
 import signal
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
-from ..labels import entity_types, resolve_allowed_labels
+from ..labels import entity_types
+from .artifacts import RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
+from .collate import Collator
 from .config import TrainConfig, check_config
+from .data import PreparedData, load_source, prepare_data
+from .features import build_examples, merge_predictions, sequences
+from .recording import (
+    QuietProgress,
+    ReceiptTrainer,
+    Recorder,
+    RecordingCallback,
+    StopOnSignal,
+    epoch_number,
+)
 
 log = logging.getLogger(__name__)
 
 
 def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
     """Refuse to mix two jobs' files; returns the previous run.json when resuming."""
-    from .artifacts import RunFile
-
     run_json = out / "run.json"
     if resume:
         if not run_json.exists():
@@ -60,225 +70,13 @@ def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
     return None
 
 
-# --- data ------------------------------------------------------------------------------
-@dataclass
-class PreparedData:
-    label_list: list[str]
-    train: list  # TaggedReceipt
-    val: list
-    counts: dict
-    thinning: dict
-    dropped: dict
-
-
-def load_source(cfg: TrainConfig):
-    if cfg.dataset is not None:
-        from ..sources import load_receipts
-
-        return load_receipts(cfg.dataset, seed=cfg.seed)
-    from ..sources.dynamodb import load_dynamo_receipts
-
-    return load_dynamo_receipts(
-        cfg.dynamo_table,
-        region=os.environ.get("AWS_REGION"),
-        endpoint_url=os.environ.get("DYNAMODB_ENDPOINT_URL"),
-        statuses=tuple(cfg.label_status),
-    )
-
-
-def prepare_data(cfg: TrainConfig, receipts, report) -> PreparedData:
-    from .recipe import build_label_list, split_counts, split_ids, tag_receipts, thin_o_lines
-
-    if not receipts:
-        raise UserError(f"The dataset {report.source} holds no receipt with words; check the file or table.")
-    allowed = resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)
-    tagged, label_counts = tag_receipts(receipts, cfg.merge_amounts, allowed)
-    label_list = build_label_list(tagged)
-    train_ids, val_ids = split_ids([r.id for r in tagged], cfg.val_ratio, cfg.seed)
-    val_set = set(val_ids)
-    train = [r for r in tagged if r.id not in val_set]
-    val = [r for r in tagged if r.id in val_set]
-    thinning = thin_o_lines(train, cfg.o_entity_ratio, cfg.seed)
-    counts = {
-        "receipts": len(tagged),
-        **label_counts,
-        "train": split_counts(train),
-        "val": split_counts(val),
-        "val_receipt_ids": val_ids,
-    }
-    return PreparedData(label_list, train, val, counts, thinning, report.dropped)
-
-
-# --- recording -----------------------------------------------------------------------
-class Recorder:
-    """Everything a run writes: the job store, run.json and S3. No-op off rank 0."""
-
-    def __init__(self, store, job, run_file, s3=None):
-        self.store, self.job, self.run_file, self.s3 = store, job, run_file, s3
-        self.upload_errors: list[str] = []
-
-    def metrics(self, rows: list[dict]) -> None:
-        if self.store:
-            self.store.add_metrics(self.job.job_id, rows)
-
-    def log(self, level: str, message, exception: str | None = None) -> None:
-        if self.store:
-            self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
-
-    def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
-        if self.store:
-            self.job.results.update(results)
-            self.store.update_job(self.job, status=status, message=message, progress=progress)
-
-    def upload(
-        self,
-        local: Path,
-        prefix_attr: str,
-        subdir: str = "",
-        checkpoint_step=None,
-        epoch=0,
-        is_best=False,
-        metrics=None,
-    ) -> None:
-        """Upload a file or folder to S3; a failure is logged and remembered, training goes on."""
-        if not self.s3:
-            return
-        key = self.s3.storage[prefix_attr] + subdir
-        try:
-            if local.is_dir():
-                n, size = self.s3.upload_dir(local, key)
-            else:
-                self.s3.upload_file(local, key)
-                size = local.stat().st_size
-            if checkpoint_step is not None and self.store:
-                self.store.add_checkpoint(
-                    self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch, is_best=is_best, metrics=metrics
-                )
-        except Exception as e:  # noqa: BLE001 - any upload failure is recorded, never swallowed
-            message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
-            self.upload_errors.append(message)
-            self.log("ERROR", message)
-
-
-def epoch_number(epoch: float | None) -> int:
-    """The Trainer's fractional epoch -> the 1-based epoch it falls in (1.0 is epoch 1, 1.2 epoch 2)."""
-    return max(0, math.ceil((epoch or 0) - 1e-6))
-
-
-def make_callback(recorder: Recorder, label_list: list[str], total_epochs: float):
-    from transformers import TrainerCallback
-
-    class RecordingCallback(TrainerCallback):
-        """Turns the Trainer's logs and evaluations into JobMetrics and run.json entries."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            step, epoch = state.global_step, epoch_number(state.epoch)
-            rows = []
-            if "loss" in logs:
-                rows.append({"name": "train_loss", "value": float(logs["loss"]), "unit": "loss"})
-            if "learning_rate" in logs:
-                rows.append({"name": "learning_rate", "value": float(logs["learning_rate"]), "unit": "rate"})
-            recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if not state.is_world_process_zero or not metrics:
-                return
-            step, epoch = state.global_step, epoch_number(state.epoch)
-            names = {
-                "eval_f1": ("val_f1", "ratio"),
-                "eval_precision": ("val_precision", "ratio"),
-                "eval_recall": ("val_recall", "ratio"),
-                "eval_loss": ("eval_loss", "loss"),
-            }
-            rows = [
-                {"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]} for k in names if k in metrics
-            ]
-            for key, value in metrics.items():
-                if key.startswith("eval_label_"):
-                    unit = "count" if key.endswith("_support") else "ratio"
-                    rows.append({"name": key.removeprefix("eval_"), "value": value, "unit": unit})
-            recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
-            train_losses = [h["loss"] for h in state.log_history if "loss" in h]
-            entry = {
-                "epoch": epoch,
-                "step": step,
-                "val_f1": metrics.get("eval_f1"),
-                "val_precision": metrics.get("eval_precision"),
-                "val_recall": metrics.get("eval_recall"),
-                "eval_loss": metrics.get("eval_loss"),
-                "train_loss": train_losses[-1] if train_losses else None,
-                "per_label": {
-                    t: {m: metrics.get(f"eval_label_{t}_{m}") for m in ("f1", "precision", "recall", "support")}
-                    for t in entity_types(label_list)
-                },
-            }
-            if recorder.run_file:
-                recorder.run_file.append("epoch_metrics", entry)
-                recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
-            progress = 100 * min(1.0, (state.epoch or 0) / total_epochs)
-            recorder.status(
-                "running", message=f"epoch {epoch}: val_f1 {metrics.get('eval_f1', 0):.4f}", progress=progress
-            )
-
-        def on_save(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.exists():
-                recorder.upload(
-                    ckpt,
-                    "checkpoints_prefix",
-                    f"{ckpt.name}/",
-                    checkpoint_step=state.global_step,
-                    epoch=epoch_number(state.epoch),
-                )
-
-    return RecordingCallback()
-
-
-def _trainer_class():
-    import torch
-    from transformers import Trainer
-
-    class ReceiptTrainer(Trainer):
-        def _get_eval_sampler(self, eval_dataset):
-            # Predictions are mapped back to words by example position, so evaluation must
-            # keep the dataset's order (transformers 5 length-groups eval batches too).
-            return torch.utils.data.SequentialSampler(eval_dataset)
-
-    return ReceiptTrainer
-
-
-def _quiet_progress_class():
-    from transformers.trainer_callback import ProgressCallback
-
-    class QuietProgress(ProgressCallback):
-        """The Trainer's progress bars, without a dict printed per log; one line per evaluation."""
-
-        def __init__(self, say):
-            super().__init__()
-            self.say = say
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            pass
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            super().on_evaluate(args, state, control, **kwargs)
-            if state.is_world_process_zero and metrics and "eval_f1" in metrics:
-                self.say(
-                    f"epoch {state.epoch:.0f}: val F1 {metrics['eval_f1']:.4f} "
-                    f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
-                    f"eval loss {metrics['eval_loss']:.4f}"
-                )
-
-    return QuietProgress
-
-
 # --- the run ---------------------------------------------------------------------------
 class Interrupted(BaseException):
-    """SIGTERM (e.g. a spot instance reclaimed): stop, mark the job interrupted."""
+    """SIGTERM (e.g. a spot instance reclaimed): stop, mark the job interrupted.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` in the Trainer,
+    a callback or our own code can swallow it and carry on training.
+    """
 
 
 class StopRequest:
@@ -292,18 +90,6 @@ class StopRequest:
         if self.requested:
             raise Interrupted("received a second SIGTERM")
         self.requested = True
-
-
-def make_stop_callback(stop: StopRequest):
-    from transformers import TrainerCallback
-
-    class StopOnSignal(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop.requested:
-                control.should_save = True
-                control.should_training_stop = True
-
-    return StopOnSignal()
 
 
 def config_record(cfg: TrainConfig, resume: bool) -> dict:
@@ -347,8 +133,6 @@ def run_training(
     out = cfg.resolved_output_dir()
     previous = check_output_dir(out, cfg, resume, overwrite_output_dir) if is_main else None
 
-    from .artifacts import RunFile
-
     store = job = run_file = s3 = None
     if is_main:
         from ..store import open_store
@@ -380,228 +164,241 @@ def run_training(
                 {"job_id": job.job_id, "job_name": cfg.job_name, "job_store": store.description, "status": "pending"},
             )
             run_file.save()
-    recorder = Recorder(store, job, run_file, s3)
-    holder: dict = {}  # what _train built so far, for the record of a run that stops early
     stop = StopRequest()
+    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), out, previous, say, is_main, stop)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop)
+        summary = run.train()
     except (KeyboardInterrupt, Interrupted) as e:
-        _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
+        run.finish_stopped("interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
         raise UserError(
             f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
             "Continue it with the same command plus --resume."
         ) from None
     except UserError as e:
-        _finish_stopped(recorder, holder, "failed", str(e))
+        run.finish_stopped("failed", str(e))
         raise
     except Exception as e:
-        _finish_stopped(recorder, holder, "failed", f"{type(e).__name__}: {e}", traceback.format_exc())
+        run.finish_stopped("failed", f"{type(e).__name__}: {e}", traceback.format_exc())
         raise
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-    if recorder.upload_errors:  # training succeeded; the failed uploads still fail the command
+    upload_errors = run.recorder.upload_errors
+    if upload_errors:  # training succeeded; the failed uploads still fail the command
         raise UserError(
-            f"Training finished but {len(recorder.upload_errors)} S3 upload(s) failed "
-            f"(first: {recorder.upload_errors[0]}); best/ is in {summary['best_dir']}."
+            f"Training finished but {len(upload_errors)} S3 upload(s) failed "
+            f"(first: {upload_errors[0]}); best/ is in {summary['best_dir']}."
         )
     return summary
 
 
-def _finish_stopped(recorder: Recorder, holder: dict, status: str, message: str, exc: str | None = None):
-    """A run that did not finish still leaves its best model, its reason and its status."""
-    if recorder.store is None:
-        return
-    trainer = holder.get("trainer")
-    if trainer is not None and trainer.state.best_model_checkpoint and holder.get("tokenizer") is not None:
-        from .artifacts import copy_checkpoint_as_best
+class TrainingRun:
+    """One run once its job exists: train() builds the Trainer and trains; what it built so far
+    (trainer, tokenizer, labels) stays on the object for the record of a run that stops early."""
 
-        best = Path(trainer.state.best_model_checkpoint)
-        if best.exists():
-            copy_checkpoint_as_best(
-                best,
-                Path(trainer.args.output_dir) / "best",
-                holder["tokenizer"],
-                holder["label_list"],
-                {"best_f1": trainer.state.best_metric},
+    def __init__(self, cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | None, say, is_main, stop):
+        self.cfg, self.recorder, self.out, self.previous = cfg, recorder, out, previous
+        self.say, self.is_main, self.stop = say, is_main, stop
+        self.trainer = self.tokenizer = self.label_list = None
+
+    def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
+        """A run that did not finish still leaves its best model, its reason and its status."""
+        recorder, trainer = self.recorder, self.trainer
+        if recorder.store is None:
+            return
+        if trainer is not None and trainer.state.best_model_checkpoint and self.tokenizer is not None:
+            best = Path(trainer.state.best_model_checkpoint)
+            if best.exists():
+                copy_checkpoint_as_best(
+                    best,
+                    Path(trainer.args.output_dir) / "best",
+                    self.tokenizer,
+                    self.label_list,
+                    {"best_f1": trainer.state.best_metric},
+                )
+        recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
+        recorder.status(status, message=message[:500])
+        if recorder.run_file:
+            recorder.run_file.update(status=status, error=message)
+            recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+
+    def train(self) -> dict:
+        cfg, recorder, out, previous, say, is_main, stop = (
+            self.cfg,
+            self.recorder,
+            self.out,
+            self.previous,
+            self.say,
+            self.is_main,
+            self.stop,
+        )
+        import torch
+        import transformers
+        from transformers import EarlyStoppingCallback, TrainingArguments
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from ..metrics import entity_scores
+        from ..model import load_model
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
+        started = time.time()
+        receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed)
+        data = prepare_data(
+            receipts,
+            report,
+            merge_amounts=cfg.merge_amounts,
+            allowed_labels=cfg.allowed_labels,
+            val_ratio=cfg.val_ratio,
+            o_entity_ratio=cfg.o_entity_ratio,
+            seed=cfg.seed,
+        )
+        label_list = data.label_list
+        if previous and previous.get("label_list") and previous["label_list"] != label_list:
+            raise UserError(
+                f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
+                f"but this run's data and flags give {label_list}; resume with the original flags."
             )
-    recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
-    recorder.status(status, message=message[:500])
-    if recorder.run_file:
-        recorder.run_file.update(status=status, error=message)
-        recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+        label2id = {t: i for i, t in enumerate(label_list)}
+        id2label = dict(enumerate(label_list))
+        transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
+        tokenizer, model = load_model(cfg.pretrained, label_list)
+        self.tokenizer, self.label_list = tokenizer, label_list
 
+        train_seqs = sequences(data.train, cfg.example_unit)
+        val_seqs = sequences(data.val, cfg.example_unit)
+        train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+        val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+        train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
+        by_length = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i]["input_ids"]))  # less padding in eval
+        val_ex, val_windows = [val_ex[i] for i in by_length], [val_windows[i] for i in by_length]
+        if not train_ex or not val_ex:
+            raise UserError(
+                "After the split there is nothing to train or validate on; add receipts or lower --val-ratio."
+            )
+        data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
+        data.counts["val"].update(examples=len(val_ex), tokens=sum(len(e["input_ids"]) for e in val_ex))
 
-def _train(
-    cfg: TrainConfig,
-    recorder: Recorder,
-    out: Path,
-    previous: dict | None,
-    say,
-    is_main: bool,
-    holder: dict,
-    stop: StopRequest,
-) -> dict:
-    import torch
-    import transformers
-    from transformers import EarlyStoppingCallback, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from ..metrics import entity_scores
-    from ..model import load_model
-    from .artifacts import latest_checkpoint, save_model_dir
-    from .collate import Collator
-    from .features import build_examples, merge_predictions, sequences
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
-    started = time.time()
-    receipts, report = load_source(cfg)
-    data = prepare_data(cfg, receipts, report)
-    label_list = data.label_list
-    if previous and previous.get("label_list") and previous["label_list"] != label_list:
-        raise UserError(
-            f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
-            f"but this run's data and flags give {label_list}; resume with the original flags."
+        if is_main:
+            _record_start(cfg, recorder, data, report, previous)
+        say(
+            f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
+            f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
         )
-    label2id = {t: i for i, t in enumerate(label_list)}
-    id2label = dict(enumerate(label_list))
-    transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
-    tokenizer, model = load_model(cfg.pretrained, label_list)
-    holder.update(tokenizer=tokenizer, label_list=label_list)
 
-    train_seqs = sequences(data.train, cfg.example_unit)
-    val_seqs = sequences(data.val, cfg.example_unit)
-    train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
-    val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
-    train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
-    by_length = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i]["input_ids"]))  # less padding in eval
-    val_ex, val_windows = [val_ex[i] for i in by_length], [val_windows[i] for i in by_length]
-    if not train_ex or not val_ex:
-        raise UserError("After the split there is nothing to train or validate on; add receipts or lower --val-ratio.")
-    data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
-    data.counts["val"].update(examples=len(val_ex), tokens=sum(len(e["input_ids"]) for e in val_ex))
+        val_true = [s["tags"] for s in val_seqs]
 
-    if is_main:
-        _record_start(cfg, recorder, data, report, previous)
-    say(
-        f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
-        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
-    )
+        def compute_metrics(pred):
+            tags = merge_predictions(pred.predictions, val_windows, [len(t) for t in val_true], id2label)
+            return entity_scores(val_true, tags, entity_types(label_list))
 
-    val_true = [s["tags"] for s in val_seqs]
-
-    def compute_metrics(pred):
-        tags = merge_predictions(pred.predictions, val_windows, [len(t) for t in val_true], id2label)
-        return entity_scores(val_true, tags, entity_types(label_list))
-
-    steps_per_epoch = math.ceil(
-        len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
-    )
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type="linear",
-        weight_decay=cfg.weight_decay,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        label_smoothing_factor=cfg.label_smoothing,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="steps",
-        logging_steps=max(1, steps_per_epoch // 4),
-        load_best_model_at_end=True,
-        metric_for_best_model="f1",
-        greater_is_better=True,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length",
-        dataloader_num_workers=cfg.num_workers,
-        report_to="none",
-        dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
-        disable_tqdm=not is_main,
-        **precision_flags(cfg.precision),
-    )
-    callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop)]
-    if cfg.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = _trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=train_ex,
-        eval_dataset=val_ex,
-        processing_class=tokenizer,
-        data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
-    )
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
-    if is_main:
-        trainer.add_callback(_quiet_progress_class()(say))
-    holder["trainer"] = trainer
-    recorder.status("running", message="resumed" if previous else "training started", progress=0)
-    resume_from = latest_checkpoint(out) if previous else None
-    if stop.requested:
-        raise Interrupted("received SIGTERM before training started")
-    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if stop.requested:
-        raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
-
-    state = trainer.state
-    evals = [h for h in state.log_history if "eval_f1" in h]
-    if not evals:
-        raise UserError("Training ended before any evaluation; raise --epochs or --max-steps.")
-    best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
-    best_dir = out / "best"
-    results = {
-        "best_f1": best["eval_f1"],
-        "best_precision": best["eval_precision"],
-        "best_recall": best["eval_recall"],
-        "best_epoch": epoch_number(best["epoch"]),
-        "best_step": best["step"],
-        "epochs_completed": len(evals),
-        "stopped_early": state.global_step < state.max_steps,
-        "label_list": label_list,
-        "train_runtime": round(time.time() - started, 2),
-        "train_loss": float(train_output.training_loss),
-        "best_dir": str(best_dir),
-        "best_checkpoint": state.best_model_checkpoint,
-    }
-    if is_main:
-        # load_best_model_at_end put the best weights back into trainer.model.
-        save_model_dir(
-            best_dir,
-            trainer.model,
-            tokenizer,
-            label_list,
-            {
-                "best_f1": results["best_f1"],
-                "job_id": recorder.job.job_id,
-                "example_unit": cfg.example_unit,
-                "max_seq_length": cfg.max_seq_length,
-                "window_overlap": cfg.window_overlap,
-                "merge_amounts": cfg.merge_amounts,
-                "allowed_labels": cfg.allowed_labels,
-            },
+        steps_per_epoch = math.ceil(
+            len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
         )
-        recorder.upload(
-            best_dir,
-            "best_prefix",
-            checkpoint_step=results["best_step"],
-            epoch=results["best_epoch"],
-            is_best=True,
-            metrics={"val_f1": results["best_f1"]},
+        args = TrainingArguments(
+            output_dir=str(out),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
+            lr_scheduler_type="linear",
+            weight_decay=cfg.weight_decay,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            label_smoothing_factor=cfg.label_smoothing,
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            logging_strategy="steps",
+            logging_steps=max(1, steps_per_epoch // 4),
+            load_best_model_at_end=True,
+            metric_for_best_model="f1",
+            greater_is_better=True,
+            save_total_limit=cfg.save_total_limit,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            train_sampling_strategy="group_by_length",
+            dataloader_num_workers=cfg.num_workers,
+            report_to="none",
+            dataloader_pin_memory=torch.cuda.is_available(),
+            ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
+            disable_tqdm=not is_main,
+            **precision_flags(cfg.precision),
         )
-        _record_end(recorder, results)
-    return {"job_id": recorder.job.job_id if recorder.job else None, **results}
+        callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop)]
+        if cfg.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        trainer = ReceiptTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_ex,
+            eval_dataset=val_ex,
+            processing_class=tokenizer,
+            data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+        )
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
+        if is_main:
+            trainer.add_callback(QuietProgress(say))
+        self.trainer = trainer
+        recorder.status("running", message="resumed" if previous else "training started", progress=0)
+        resume_from = latest_checkpoint(out) if previous else None
+        if stop.requested:
+            raise Interrupted("received SIGTERM before training started")
+        train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if stop.requested:
+            raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
+
+        state = trainer.state
+        evals = [h for h in state.log_history if "eval_f1" in h]
+        if not evals:
+            raise UserError("Training ended before any evaluation; raise --epochs or --max-steps.")
+        best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
+        best_dir = out / "best"
+        results = {
+            "best_f1": best["eval_f1"],
+            "best_precision": best["eval_precision"],
+            "best_recall": best["eval_recall"],
+            "best_epoch": epoch_number(best["epoch"]),
+            "best_step": best["step"],
+            "epochs_completed": len(evals),
+            "stopped_early": state.global_step < state.max_steps,
+            "label_list": label_list,
+            "train_runtime": round(time.time() - started, 2),
+            "train_loss": float(train_output.training_loss),
+            "best_dir": str(best_dir),
+            "best_checkpoint": state.best_model_checkpoint,
+        }
+        if is_main:
+            # load_best_model_at_end put the best weights back into trainer.model.
+            save_model_dir(
+                best_dir,
+                trainer.model,
+                tokenizer,
+                label_list,
+                {
+                    "best_f1": results["best_f1"],
+                    "job_id": recorder.job.job_id,
+                    "example_unit": cfg.example_unit,
+                    "max_seq_length": cfg.max_seq_length,
+                    "window_overlap": cfg.window_overlap,
+                    "merge_amounts": cfg.merge_amounts,
+                    "allowed_labels": cfg.allowed_labels,
+                },
+            )
+            recorder.upload(
+                best_dir,
+                "best_prefix",
+                checkpoint_step=results["best_step"],
+                epoch=results["best_epoch"],
+                is_best=True,
+                metrics={"val_f1": results["best_f1"]},
+            )
+            _record_end(recorder, results)
+        return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
 
 def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, report, previous) -> None:
