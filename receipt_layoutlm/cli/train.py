@@ -59,11 +59,13 @@ from .common import _aws_options, _export_aws, _store_uri, console, dynamo_table
     help="Whole receipts in overlapping windows, or one OCR line per example (the old tool's way).",
 )
 @click.option("--max-seq-length", type=int, default=512, show_default=True)
-@click.option("--window-overlap", type=int, default=128, show_default=True, help="Sub-tokens shared by windows.")
+@click.option("--window-overlap", type=int, help="Sub-tokens shared by windows [default: --max-seq-length // 4].")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--save-total-limit", type=int, default=2, show_default=True, help="Checkpoints kept (best kept too).")
-@click.option("--max-steps", type=int, default=-1, help="Stop after this many optimiser steps (smoke tests).")
+@click.option(
+    "--max-steps", type=int, default=-1, help="Stop after this many optimiser steps (smoke tests); -1: no limit."
+)
 @click.option("--description", default="")
 @click.option("--priority", type=click.Choice(["low", "medium", "high", "critical"]), default="medium")
 @click.option("--resume", is_flag=True, help="Continue the job in --output-dir from its latest checkpoint.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -17,6 +18,8 @@ def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, bat
     from ..training.features import build_examples, merge_predictions, sequences
     from ..training.recipe import tag_receipts
 
+    if output:
+        check_writable(Path(output))
     label_map_file = Path(model_dir) / "label_map.json"
     if not label_map_file.exists():
         raise UserError(f"{model_dir} has no label_map.json; pass a best/ folder written by `layoutlm-cli train`.")
@@ -52,5 +55,20 @@ def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, bat
             )
             for r, p in zip(receipts, pred)
         ]
-        write_jsonl(labelled, Path(output))
+        try:
+            write_jsonl(labelled, Path(output))
+        except OSError as e:
+            raise UserError(f"Cannot write predictions to {output} ({e.strerror}); pass a writable --output.") from None
     return summary
+
+
+def check_writable(output: Path) -> None:
+    """Refuse an --output that cannot be written before the model runs, not after."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory; pass a file path such as {output / 'predictions.jsonl'}.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create {output.parent} for --output ({e.strerror}); pass a writable path.") from None
+    if not os.access(output.parent, os.W_OK):
+        raise UserError(f"Cannot write into {output.parent} (permission denied); pass a writable --output.")

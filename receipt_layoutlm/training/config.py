@@ -33,7 +33,7 @@ class TrainConfig:
     seed: int = 42
     example_unit: str = "receipt"
     max_seq_length: int = 512
-    window_overlap: int = 128
+    window_overlap: int | None = None  # None: max_seq_length // 4 (128 for 512), resolved on creation
     precision: str = "auto"
     num_workers: int = 0
     save_total_limit: int = 2
@@ -41,6 +41,10 @@ class TrainConfig:
     output_s3_uri: str | None = None
     description: str = ""
     priority: str = "medium"
+
+    def __post_init__(self):
+        if self.window_overlap is None:
+            self.window_overlap = self.max_seq_length // 4
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
@@ -67,7 +71,19 @@ def check_config(cfg: TrainConfig) -> None:
     if not 16 <= cfg.max_seq_length <= 512:
         raise UserError(f"--max-seq-length must be between 16 and 512 (LayoutLM's limit), got {cfg.max_seq_length}.")
     if not 0 <= cfg.window_overlap < cfg.max_seq_length // 2:
-        raise UserError("--window-overlap must be at least 0 and under half of --max-seq-length.")
+        raise UserError(
+            f"--window-overlap must be at least 0 and under half of --max-seq-length {cfg.max_seq_length} "
+            f"(at most {cfg.max_seq_length // 2 - 1}), got {cfg.window_overlap}."
+        )
+    if not 0 < cfg.val_ratio < 1:
+        raise UserError(
+            f"--val-ratio must be between 0 and 1 (exclusive), got {cfg.val_ratio}; the validation receipts "
+            "choose the best epoch, so keep some (0.1 = one receipt in ten) and some to train on."
+        )
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise UserError(
+            f"--max-steps must be a positive number of optimiser steps, or -1 for no limit; got {cfg.max_steps}."
+        )
     if cfg.precision not in ("auto", "fp32", "fp16", "bf16"):
         raise UserError(f"--precision must be auto, fp32, fp16 or bf16, got {cfg.precision!r}.")
     resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)

@@ -155,7 +155,7 @@ class QuietProgress(ProgressCallback):
         super().on_evaluate(args, state, control, **kwargs)
         if state.is_world_process_zero and metrics and "eval_f1" in metrics:
             self.say(
-                f"epoch {state.epoch:.0f}: val F1 {metrics['eval_f1']:.4f} "
+                f"epoch {epoch_number(state.epoch)}: val F1 {metrics['eval_f1']:.4f} "
                 f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
                 f"eval loss {metrics['eval_loss']:.4f}"
             )
@@ -171,6 +171,13 @@ class StopOnSignal(TrainerCallback):
         if self.stop.requested:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopped inside an epoch: the Trainer would evaluate the partial epoch now and the
+        # resumed run the same epoch again, recording it twice. The checkpoint is already saved.
+        if self.stop.requested and abs((state.epoch or 0) - round(state.epoch or 0)) > 1e-6:
+            control.should_evaluate = False
+            control.should_save = False
 
 
 class ReceiptTrainer(Trainer):

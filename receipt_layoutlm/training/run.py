@@ -1,9 +1,11 @@
 """`layoutlm-cli train`: data -> tags -> tokens -> Trainer -> metrics, recorded as it goes.
 
 The flow, top to bottom:
-1. check the flags and the output directory; create the Job (`pending`);
-2. load receipts, apply the recipe (recipe.py), split, thin, tokenise (features.py);
-3. write run.json, the run_config log and dataset metrics; the Job becomes `running`;
+1. check the flags; claim the output directory (.claim); check what it holds;
+2. load receipts, apply the recipe (data.py, recipe.py), load the model, tokenise (features.py):
+   every error up to here leaves no job behind and changes none;
+3. create the Job (`pending`) or take up the resumed one; write run.json, the run_config log
+   and dataset metrics; the Job becomes `running`;
 4. train with the HF Trainer; after every evaluation, metrics go to the store and run.json;
 5. best/ is written from the best checkpoint; the Job becomes `succeeded` with results,
    or `failed`/`interrupted` with the reason logged.
@@ -12,7 +14,7 @@ Under torchrun only rank 0 writes jobs, metrics and files.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import os
 import platform
@@ -20,12 +22,19 @@ import shutil
 import signal
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
+import transformers
+from transformers import EarlyStoppingCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import UserError
 from ..labels import entity_types
-from .artifacts import RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
+from ..metrics import entity_scores
+from ..model import load_model
+from .artifacts import CLAIM_FILE, OutputDirClaim, RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
 from .collate import Collator
 from .config import TrainConfig, check_config
 from .data import PreparedData, load_source, prepare_data
@@ -39,11 +48,12 @@ from .recording import (
     epoch_number,
 )
 
-log = logging.getLogger(__name__)
-
 
 def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
-    """Refuse to mix two jobs' files; returns the previous run.json when resuming."""
+    """Refuse to mix two jobs' files; returns the previous run.json when resuming.
+
+    Called with the directory claimed, so no other run is working in it.
+    """
     run_json = out / "run.json"
     if resume:
         if not run_json.exists():
@@ -51,23 +61,32 @@ def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
         previous = RunFile.load(run_json).data
         if previous.get("job_name") != cfg.job_name:
             raise UserError(f"--resume: {out} belongs to job {previous.get('job_name')!r}, not {cfg.job_name!r}.")
+        recorded = previous.get("config") or {}
+        for flag, key in (("--dataset", "dataset"), ("--dynamo-table", "dynamo_table")):
+            if key in recorded and recorded[key] != getattr(cfg, key):
+                raise UserError(
+                    f"--resume: job {cfg.job_name!r} was trained with {flag} {recorded[key]!r}, not "
+                    f"{getattr(cfg, key)!r}; resume with the original {flag}, or start a new job."
+                )
         return previous
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-            return None
-        what = "another run's files"
-        if run_json.exists():
-            try:
-                prev = RunFile.load(run_json).data
-                what = f"job {prev.get('job_name')!r} ({prev.get('job_id')})"
-            except ValueError:
-                pass
-        raise UserError(
-            f"Output directory {out} already holds {what}; pass --resume to continue it, "
-            "--overwrite-output-dir to replace it, or another --output-dir/--job-name."
-        )
-    return None
+    contents = [p for p in out.iterdir() if p.name != CLAIM_FILE]
+    if not contents:
+        return None
+    prev = None
+    if run_json.exists():
+        with contextlib.suppress(UserError):
+            prev = RunFile.load(run_json).data
+    # A run that failed before its first checkpoint left nothing worth keeping in the directory.
+    failed_early = prev is not None and prev.get("status") == "failed" and latest_checkpoint(out) is None
+    if overwrite or failed_early:
+        for path in contents:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        return None
+    what = f"job {prev.get('job_name')!r} ({prev.get('job_id')})" if prev else "another run's files"
+    raise UserError(
+        f"Output directory {out} already holds {what}; pass --resume to continue it, "
+        "--overwrite-output-dir to replace it, or another --output-dir/--job-name."
+    )
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -94,9 +113,6 @@ class StopRequest:
 
 def config_record(cfg: TrainConfig, resume: bool) -> dict:
     """The job_config: every flag, plus the software it ran with. Never credentials."""
-    import torch
-    import transformers
-
     record = asdict(cfg)
     record.update(
         resume=resume,
@@ -131,8 +147,16 @@ def run_training(
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
-    previous = check_output_dir(out, cfg, resume, overwrite_output_dir) if is_main else None
+    claim = OutputDirClaim(out, cfg.job_name).acquire() if is_main else None
+    try:
+        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main)
+    finally:
+        if claim:
+            claim.release()
 
+
+def _run(cfg: TrainConfig, out: Path, store_uri, resume: bool, overwrite: bool, say, is_main: bool) -> dict:
+    previous = check_output_dir(out, cfg, resume, overwrite) if is_main else None
     store = job = run_file = s3 = None
     if is_main:
         from ..store import open_store
@@ -150,6 +174,10 @@ def run_training(
                     f"--resume: job {previous['job_id']} of {out}/run.json is not in "
                     f"{store.description}; pass the --job-store it was recorded in."
                 )
+    # Everything that can be refused is checked before a job is created or changed.
+    inputs = build_inputs(cfg, previous, out)
+    if is_main:
+        if previous:
             run_file = RunFile(out / "run.json", previous)
         else:
             job = store.create_job(
@@ -161,11 +189,17 @@ def run_training(
             )
             run_file = RunFile(
                 out / "run.json",
-                {"job_id": job.job_id, "job_name": cfg.job_name, "job_store": store.description, "status": "pending"},
+                {
+                    "job_id": job.job_id,
+                    "job_name": cfg.job_name,
+                    "job_store": store.description,
+                    "status": "pending",
+                    "config": asdict(cfg),
+                },
             )
             run_file.save()
     stop = StopRequest()
-    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), out, previous, say, is_main, stop)
+    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resume, say, is_main, stop)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
@@ -192,28 +226,83 @@ def run_training(
     return summary
 
 
-class TrainingRun:
-    """One run once its job exists: train() builds the Trainer and trains; what it built so far
-    (trainer, tokenizer, labels) stays on the object for the record of a run that stops early."""
+@dataclass
+class RunInputs:
+    """What a run trains and validates on, built before its job exists."""
 
-    def __init__(self, cfg: TrainConfig, recorder: Recorder, out: Path, previous: dict | None, say, is_main, stop):
-        self.cfg, self.recorder, self.out, self.previous = cfg, recorder, out, previous
+    data: PreparedData
+    source: str
+    tokenizer: object
+    model: object
+    train_ex: list[dict]
+    val_ex: list[dict]
+    val_windows: list
+    val_true: list[list[str]]
+
+
+def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path) -> RunInputs:
+    """Load and prepare the data, load the model, tokenise: every error here is the user's to fix."""
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
+    receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed)
+    data = prepare_data(
+        receipts,
+        report,
+        merge_amounts=cfg.merge_amounts,
+        allowed_labels=cfg.allowed_labels,
+        val_ratio=cfg.val_ratio,
+        o_entity_ratio=cfg.o_entity_ratio,
+        seed=cfg.seed,
+    )
+    label_list = data.label_list
+    if previous and previous.get("label_list") and previous["label_list"] != label_list:
+        raise UserError(
+            f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
+            f"but this run's data and flags give {label_list}; resume with the original flags."
+        )
+    label2id = {t: i for i, t in enumerate(label_list)}
+    transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
+    tokenizer, model = load_model(cfg.pretrained, label_list)
+
+    train_seqs = sequences(data.train, cfg.example_unit)
+    val_seqs = sequences(data.val, cfg.example_unit)
+    train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+    val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
+    train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
+    by_length = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i]["input_ids"]))  # less padding in eval
+    val_ex, val_windows = [val_ex[i] for i in by_length], [val_windows[i] for i in by_length]
+    if not train_ex or not val_ex:
+        raise UserError("After the split there is nothing to train or validate on; add receipts or lower --val-ratio.")
+    data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
+    data.counts["val"].update(examples=len(val_ex), tokens=sum(len(e["input_ids"]) for e in val_ex))
+    val_true = [s["tags"] for s in val_seqs]
+    return RunInputs(data, report.source, tokenizer, model, train_ex, val_ex, val_windows, val_true)
+
+
+class TrainingRun:
+    """One run once its job exists. The Trainer it builds stays on the object, so that a run
+    stopped early can still write best/ from its best checkpoint."""
+
+    def __init__(
+        self, cfg: TrainConfig, recorder: Recorder, inputs: RunInputs, out: Path, resume: bool, say, is_main, stop
+    ):
+        self.cfg, self.recorder, self.inputs, self.out, self.resume = cfg, recorder, inputs, out, resume
         self.say, self.is_main, self.stop = say, is_main, stop
-        self.trainer = self.tokenizer = self.label_list = None
+        self.trainer = None
 
     def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
         """A run that did not finish still leaves its best model, its reason and its status."""
         recorder, trainer = self.recorder, self.trainer
         if recorder.store is None:
             return
-        if trainer is not None and trainer.state.best_model_checkpoint and self.tokenizer is not None:
+        if trainer is not None and trainer.state.best_model_checkpoint:
             best = Path(trainer.state.best_model_checkpoint)
             if best.exists():
                 copy_checkpoint_as_best(
                     best,
                     Path(trainer.args.output_dir) / "best",
-                    self.tokenizer,
-                    self.label_list,
+                    self.inputs.tokenizer,
+                    self.inputs.data.label_list,
                     {"best_f1": trainer.state.best_metric},
                 )
         recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
@@ -223,73 +312,20 @@ class TrainingRun:
             recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
 
     def train(self) -> dict:
-        cfg, recorder, out, previous, say, is_main, stop = (
-            self.cfg,
-            self.recorder,
-            self.out,
-            self.previous,
-            self.say,
-            self.is_main,
-            self.stop,
-        )
-        import torch
-        import transformers
-        from transformers import EarlyStoppingCallback, TrainingArguments
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        from ..metrics import entity_scores
-        from ..model import load_model
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
-        started = time.time()
-        receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed)
-        data = prepare_data(
-            receipts,
-            report,
-            merge_amounts=cfg.merge_amounts,
-            allowed_labels=cfg.allowed_labels,
-            val_ratio=cfg.val_ratio,
-            o_entity_ratio=cfg.o_entity_ratio,
-            seed=cfg.seed,
-        )
-        label_list = data.label_list
-        if previous and previous.get("label_list") and previous["label_list"] != label_list:
-            raise UserError(
-                f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
-                f"but this run's data and flags give {label_list}; resume with the original flags."
-            )
-        label2id = {t: i for i, t in enumerate(label_list)}
+        cfg, recorder, inputs, out, stop = self.cfg, self.recorder, self.inputs, self.out, self.stop
+        data, label_list, train_ex = inputs.data, inputs.data.label_list, inputs.train_ex
         id2label = dict(enumerate(label_list))
-        transformers.set_seed(cfg.seed)  # fresh weights (classifier, box embeddings) are part of the run
-        tokenizer, model = load_model(cfg.pretrained, label_list)
-        self.tokenizer, self.label_list = tokenizer, label_list
-
-        train_seqs = sequences(data.train, cfg.example_unit)
-        val_seqs = sequences(data.val, cfg.example_unit)
-        train_ex, _ = build_examples(train_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
-        val_ex, val_windows = build_examples(val_seqs, tokenizer, label2id, cfg.max_seq_length, cfg.window_overlap)
-        train_ex = [e for e in train_ex if any(l != -100 for l in e["labels"])]  # windows with nothing to learn
-        by_length = sorted(range(len(val_ex)), key=lambda i: len(val_ex[i]["input_ids"]))  # less padding in eval
-        val_ex, val_windows = [val_ex[i] for i in by_length], [val_windows[i] for i in by_length]
-        if not train_ex or not val_ex:
-            raise UserError(
-                "After the split there is nothing to train or validate on; add receipts or lower --val-ratio."
-            )
-        data.counts["train"].update(examples=len(train_ex), tokens=sum(len(e["input_ids"]) for e in train_ex))
-        data.counts["val"].update(examples=len(val_ex), tokens=sum(len(e["input_ids"]) for e in val_ex))
-
-        if is_main:
-            _record_start(cfg, recorder, data, report, previous)
-        say(
+        started = time.time()
+        if self.is_main:
+            _record_start(cfg, recorder, data, inputs.source, self.resume)
+        self.say(
             f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
             f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
         )
 
-        val_true = [s["tags"] for s in val_seqs]
-
         def compute_metrics(pred):
-            tags = merge_predictions(pred.predictions, val_windows, [len(t) for t in val_true], id2label)
+            val_true = inputs.val_true
+            tags = merge_predictions(pred.predictions, inputs.val_windows, [len(t) for t in val_true], id2label)
             return entity_scores(val_true, tags, entity_types(label_list))
 
         steps_per_epoch = math.ceil(
@@ -322,17 +358,18 @@ class TrainingRun:
             report_to="none",
             dataloader_pin_memory=torch.cuda.is_available(),
             ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
-            disable_tqdm=not is_main,
+            disable_tqdm=not self.is_main,
             **precision_flags(cfg.precision),
         )
         callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop)]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        tokenizer = inputs.tokenizer
         trainer = ReceiptTrainer(
-            model=model,
+            model=inputs.model,
             args=args,
             train_dataset=train_ex,
-            eval_dataset=val_ex,
+            eval_dataset=inputs.val_ex,
             processing_class=tokenizer,
             data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
             compute_metrics=compute_metrics,
@@ -341,30 +378,34 @@ class TrainingRun:
         )
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
-        if is_main:
-            trainer.add_callback(QuietProgress(say))
+        if self.is_main:
+            trainer.add_callback(QuietProgress(self.say))
         self.trainer = trainer
-        recorder.status("running", message="resumed" if previous else "training started", progress=0)
-        resume_from = latest_checkpoint(out) if previous else None
+        recorder.status("running", message="resumed" if self.resume else "training started", progress=0)
+        resume_from = latest_checkpoint(out) if self.resume else None
         if stop.requested:
             raise Interrupted("received SIGTERM before training started")
         train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         if stop.requested:
             raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
+        return self.finish(train_output, started)
 
+    def finish(self, train_output, started: float) -> dict:
+        """Results from the evaluations, best/ from the best weights, the job marked succeeded."""
+        cfg, recorder, trainer, label_list = self.cfg, self.recorder, self.trainer, self.inputs.data.label_list
         state = trainer.state
         evals = [h for h in state.log_history if "eval_f1" in h]
         if not evals:
             raise UserError("Training ended before any evaluation; raise --epochs or --max-steps.")
         best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
-        best_dir = out / "best"
+        best_dir = self.out / "best"
         results = {
             "best_f1": best["eval_f1"],
             "best_precision": best["eval_precision"],
             "best_recall": best["eval_recall"],
             "best_epoch": epoch_number(best["epoch"]),
             "best_step": best["step"],
-            "epochs_completed": len(evals),
+            "epochs_completed": len({epoch_number(h["epoch"]) for h in evals}),
             "stopped_early": state.global_step < state.max_steps,
             "label_list": label_list,
             "train_runtime": round(time.time() - started, 2),
@@ -372,12 +413,12 @@ class TrainingRun:
             "best_dir": str(best_dir),
             "best_checkpoint": state.best_model_checkpoint,
         }
-        if is_main:
+        if self.is_main:
             # load_best_model_at_end put the best weights back into trainer.model.
             save_model_dir(
                 best_dir,
                 trainer.model,
-                tokenizer,
+                self.inputs.tokenizer,
                 label_list,
                 {
                     "best_f1": results["best_f1"],
@@ -401,13 +442,14 @@ class TrainingRun:
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
 
-def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, report, previous) -> None:
+def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, source: str, previous) -> None:
     counts, thin = data.counts, data.thinning
+    recorder.run_file.data.pop("error", None)  # a resumed run is no longer the failure it was
     recorder.run_file.update(
         status="running",
         config=asdict(cfg),
         label_list=data.label_list,
-        dataset={"source": report.source, "dropped_by_reader": data.dropped, **counts},
+        dataset={"source": source, "dropped_by_reader": data.dropped, **counts},
         split={
             "seed": cfg.seed,
             "val_ratio": cfg.val_ratio,
