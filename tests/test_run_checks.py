@@ -71,7 +71,7 @@ def test_bad_data_leaves_no_job_and_the_corrected_command_runs(env):
     out = env / "out"
     refused(train(out, dataset=str(env / "typo.jsonl")), "does not exist")
     refused(train(out, "--allowed-label", "REFUND"), "No entity label is left")
-    assert open_store().list_jobs() == [] and not (out / "run.json").exists()
+    assert open_store().list_jobs() == [] and not out.exists(), "a refused run leaves no directory behind"
     result = train(out, "--max-steps", "2", "--epochs", "1")
     assert result.exit_code == 0, result.output
     (job,) = open_store().list_jobs()
@@ -98,6 +98,7 @@ def test_corrupt_run_json_on_resume_is_one_sentence(env, content):
 
 def test_claim_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
     first = OutputDirClaim(out, "a").acquire()
     with pytest.raises(UserError, match=r"in use by job 'a' \(pid \d+ on "):
         OutputDirClaim(out, "b").acquire()

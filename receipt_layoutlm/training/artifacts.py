@@ -159,12 +159,13 @@ class OutputDirClaim:
     def __init__(self, out: Path, job_name: str):
         self.out, self.path = Path(out), Path(out) / CLAIM_FILE
         self.mine = {"pid": os.getpid(), "host": socket.gethostname(), "job_name": job_name, "since": time.time()}
-        self.held = False
+        self.held = self.created = False
 
     def acquire(self) -> OutputDirClaim:
         out = self.out
         if out.exists() and not out.is_dir():
             raise UserError(f"--output-dir {out} is a file, not a directory; pass a directory path.")
+        self.created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -193,6 +194,9 @@ class OutputDirClaim:
     def release(self) -> None:
         if self.held and self._read(self.path) == self.mine:
             self.path.unlink(missing_ok=True)
+            if self.created:  # a run refused before writing anything leaves no empty directory
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()
         self.held = False
 
     @staticmethod
