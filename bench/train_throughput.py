@@ -22,9 +22,8 @@ import torch
 
 from receipt_layoutlm.model import load_model
 from receipt_layoutlm.training.collate import pad_batch
-from receipt_layoutlm.training.config import TrainConfig
+from receipt_layoutlm.training.data import load_source, prepare_data
 from receipt_layoutlm.training.features import build_examples, sequences
-from receipt_layoutlm.training.run import load_source, prepare_data
 
 
 def batches(examples, batch_size, pad_to_512, seed):
@@ -83,8 +82,7 @@ def main():
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    cfg = TrainConfig(job_name="bench", dataset=args.dataset, merge_amounts=True)
-    data = prepare_data(cfg, *load_source(cfg))
+    data = prepare_data(*load_source(args.dataset, None), merge_amounts=True)
     label2id = {t: i for i, t in enumerate(data.label_list)}
     tokenizer, model = load_model(args.pretrained, data.label_list)
     model.to(device)

@@ -102,3 +102,26 @@ def test_wildreceipt_real_file(wildreceipt_file):
     assert all(0 <= w.box[0] <= w.box[2] <= r.width and 0 <= w.box[1] <= w.box[3] <= r.height for w in r.words)
     lines = [w.line for w in r.words]
     assert lines == sorted(lines) and len(set(lines)) > 10
+
+
+def test_non_finite_numbers_are_one_sentence(tmp_path):
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"id": "a", "width": NaN, "height": 10, "words": [{"text": "x", "box": [0, 0, 1, 1]}]}\n')
+    with pytest.raises(UserError, match=r"nan.jsonl:1: `width` must be a finite number, got nan"):
+        read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    "annotation, message",
+    [
+        ({"text": "SHOP", "label": 1}, r"annotation 0 \('SHOP'\) needs a `box` of 8 numbers"),
+        ({"text": "SHOP", "box": [0, 0, 9, 0, 9, 9], "label": 1}, "needs a `box` of 8 numbers"),
+        ({"text": "SHOP", "box": [0, 0, 9, 0, 9, 9, 0, 9]}, "needs a numeric `label`"),
+    ],
+)
+def test_wildreceipt_annotation_problems_are_one_sentence(tmp_path, annotation, message):
+    (tmp_path / "class_list.txt").write_text("Ignore\nStore_name_value\n")
+    path = tmp_path / "wild.txt"
+    path.write_text(json.dumps({"file_name": "r1.jpeg", "width": 100, "height": 100, "annotations": [annotation]}))
+    with pytest.raises(UserError, match=message):
+        read_wildreceipt(path)

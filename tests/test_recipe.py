@@ -5,7 +5,7 @@ import pytest
 from receipt_layoutlm.errors import UserError
 from receipt_layoutlm.labels import final_label, normalise_label, resolve_allowed_labels
 from receipt_layoutlm.sources import Receipt, Word
-from receipt_layoutlm.training.config import TrainConfig
+from receipt_layoutlm.training.data import prepare_data
 from receipt_layoutlm.training.recipe import (
     bio_tags,
     build_label_list,
@@ -14,7 +14,6 @@ from receipt_layoutlm.training.recipe import (
     tag_receipts,
     thin_o_lines,
 )
-from receipt_layoutlm.training.run import prepare_data
 
 
 def receipt(rid, rows):
@@ -80,8 +79,7 @@ def test_label_list_comes_from_the_whole_dataset():
     # TIME appears in one receipt only; whichever split it lands in, it is in the label list.
     receipts = [receipt(f"r{i}", [[("shop", "MERCHANT_NAME")], [("x", "O")]]) for i in range(9)]
     receipts.append(receipt("only-time", [[("10:00", "TIME")], [("y", "O")]]))
-    cfg = TrainConfig(job_name="t", dataset="x", val_ratio=0.5, seed=1)
-    data = prepare_data(cfg, receipts, type("R", (), {"source": "t", "dropped": {}})())
+    data = prepare_data(receipts, type("R", (), {"source": "t", "dropped": {}})(), val_ratio=0.5, seed=1)
     assert data.label_list == ["O", "B-MERCHANT_NAME", "I-MERCHANT_NAME", "B-TIME", "I-TIME"]
 
 
@@ -133,8 +131,8 @@ def test_thinning_counts_and_seeded_rule():
 def test_validation_is_never_thinned():
     rows = [[("Shop", "MERCHANT_NAME")]] + [[("a", "O"), ("b", "O")]] * 6
     receipts = [receipt(f"r{i}", rows) for i in range(40)]
-    cfg = TrainConfig(job_name="t", dataset="x", o_entity_ratio=0.5, val_ratio=0.25, seed=5)
-    data = prepare_data(cfg, receipts, type("R", (), {"source": "t", "dropped": {}})())
+    report = type("R", (), {"source": "t", "dropped": {}})()
+    data = prepare_data(receipts, report, o_entity_ratio=0.5, val_ratio=0.25, seed=5)
     assert data.thinning["lines_dropped"] > 0
     assert all(not r.unsupervised for r in data.val)
     assert any(r.unsupervised for r in data.train)

@@ -74,6 +74,18 @@ def test_sigterm_then_resume(tmp_path):
     )
     assert changed.returncode == 2 and "resume with the original flags" in changed.stdout + changed.stderr
     assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == steps
+    # A refused command leaves the job it refused as it was (issue 6, item 7).
+    assert store.get_job(job.job_id).status == "interrupted"
+    assert json.loads((out / "run.json").read_text()) == run_json
+    other_data = subprocess.run(
+        cli("train", *ARGS, "--dataset", "demo:61", "--output-dir", out, "--resume", env=env),
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=240,
+    )
+    assert other_data.returncode == 2 and "--dataset 'demo:60', not 'demo:61'" in other_data.stderr
+    assert store.get_job(job.job_id).status == "interrupted"
 
     done = subprocess.run(
         cli("train", *ARGS, "--output-dir", out, "--resume", env=env),
@@ -87,5 +99,10 @@ def test_sigterm_then_resume(tmp_path):
     assert job.status == "succeeded" and store.list_jobs("interrupted") == []
     history = [s["status"] for s in store.status_history(job.job_id)]
     assert history[:3] == ["pending", "running", "interrupted"] and history[-2:] == ["running", "succeeded"]
-    epochs = [e["epoch"] for e in json.loads((out / "run.json").read_text())["epoch_metrics"]]
-    assert epochs[-1] == 3 and len(store.list_jobs()) == 2 - 1 + 0  # one job, resumed, not a new one
+    run_json = json.loads((out / "run.json").read_text())
+    assert "error" not in run_json and run_json["status"] == "succeeded"
+    # One continuous series: the stop does not evaluate a partial epoch that the resumed run evaluates again.
+    assert [e["epoch"] for e in run_json["epoch_metrics"]] == [1, 2, 3]
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1, 2, 3]
+    assert job.results["epochs_completed"] == 3 and run_json["summary"]["epochs_completed"] == 3
+    assert len(store.list_jobs()) == 1  # one job, resumed, not a new one

@@ -111,8 +111,14 @@ def test_train_on_demo_records_everything(env):
     assert model.config.id2label[0] == "O" and len(AutoTokenizer.from_pretrained(out / "best")) == 30522
     pred_file = env / "pred.jsonl"
     result = run("predict", "--model", out / "best", "--dataset", "demo:3", "--output", pred_file)
-    assert result.exit_code == 0, result.output
-    assert "entity F1" in result.output
+    assert result.exit_code == 0 and "entity F1" in result.output, result.output
+    one_sentence_error(
+        run("predict", "--model", out / "best", "--dataset", "demo:3", "--output", env), "is a directory"
+    )
+    below_a_file = pred_file / "x.jsonl"
+    one_sentence_error(
+        run("predict", "--model", out / "best", "--dataset", "demo:3", "--output", below_a_file), "--output"
+    )
     lines = pred_file.read_text().splitlines()
     assert len(lines) == 3 and all(len(json.loads(l)["words"]) > 10 for l in lines)
 
@@ -202,13 +208,10 @@ def test_user_errors_are_one_sentence_and_leave_records(env):
     one_sentence_error(train(env, "unknown", "--allowed-label", "TOTAL"), "TOTAL", "MERCHANT_NAME")
     one_sentence_error(train(env, "none-left", "--allowed-label", "REFUND"), "No entity label is left")
     one_sentence_error(train(env, "missing-model", "--pretrained", "./no/such/model"), "no such directory", "minilm")
-    # failures after the job was created are recorded as failed, with the reason logged
-    store = open_store()
-    failed = {j.name: j for j in store.list_jobs("failed")}
-    assert {"bad-json", "empty", "none-left", "missing-model"} <= set(failed)
-    assert "unknown" not in failed  # flag errors are caught before any job is created
-    errors = [l for l in store.logs(failed["empty"].job_id) if l["log_level"] == "ERROR"]
-    assert errors and "holds no receipt" in errors[0]["message"]
+    # data, labels and model are checked before the job is created: a refused command leaves no job
+    # and no run.json, so the corrected command runs without --overwrite-output-dir
+    assert open_store().list_jobs() == []
+    assert not any((env / name / "run.json").exists() for name in ("bad-json", "empty", "none-left", "missing-model"))
 
 
 def test_unreachable_hub_names_the_offline_choices(env, monkeypatch):
@@ -236,3 +239,21 @@ def test_output_dir_of_another_job_is_refused_and_kept(env):
     )
     one_sentence_error(result, "already holds job 'first'", "--overwrite-output-dir")
     assert (env / "first" / "run.json").read_text() == run_json
+
+    # A refused --resume (other labels, another dataset) leaves the succeeded job as it was.
+    (job,) = open_store().list_jobs()
+    one_sentence_error(train(env, "first", "--resume", "--allowed-label", "TIME", dataset="demo:8"), "original flags")
+    one_sentence_error(
+        train(env, "first", "--resume", dataset="data//missing.jsonl"),
+        "--dataset 'demo:8', not 'data//missing.jsonl'",
+    )
+    assert open_store().get_job(job.job_id).status == "succeeded" and len(open_store().list_jobs()) == 1
+    assert (env / "first" / "run.json").read_text() == run_json
+
+
+def test_console_epochs_are_the_recorded_epochs(env):
+    result = train(env, "half", "--epochs", "0.5", dataset="demo:12")
+    assert result.exit_code == 0, result.output
+    (job,) = open_store().list_jobs()
+    assert [m["epoch"] for m in open_store().metrics(job.job_id, "val_f1")] == [1]
+    assert "epoch 1: val F1" in result.output and "epoch 0:" not in result.output

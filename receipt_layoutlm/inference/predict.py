@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -72,6 +73,8 @@ def predict_receipts(
     from ..metrics import entity_scores
     from ..training.artifacts import atomic_write_text
 
+    if output:
+        check_writable(Path(output))
     tagger, _ = load_tagger(model_ref, open_store, batch_size, aws)
     receipts, _ = load_data(spec)
     predictions = tagger.predict_receipts(receipts)
@@ -85,5 +88,20 @@ def predict_receipts(
         summary.update(entity_scores(true, [p.tags for p in predictions], tagger.labels))
     if output:
         lines = [json.dumps(prediction_record(r, p), ensure_ascii=False) for r, p in zip(receipts, predictions)]
-        atomic_write_text(Path(output), "\n".join(lines) + "\n")
+        try:
+            atomic_write_text(Path(output), "\n".join(lines) + "\n")
+        except OSError as e:
+            raise UserError(f"Cannot write predictions to {output} ({e.strerror}); pass a writable --output.") from None
     return summary
+
+
+def check_writable(output: Path) -> None:
+    """Refuse an --output that cannot be written before the model runs, not after."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory; pass a file path such as {output / 'predictions.jsonl'}.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create {output.parent} for --output ({e.strerror}); pass a writable path.") from None
+    if not os.access(output.parent, os.W_OK):
+        raise UserError(f"Cannot write into {output.parent} (permission denied); pass a writable --output.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import UserError
@@ -23,6 +24,8 @@ def _open_lines(path: Path):
 def _number(value, where: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{where}: `{name}` must be a number, got {value!r}.")
+    if not math.isfinite(value):  # json.loads accepts NaN and Infinity
+        raise UserError(f"{where}: `{name}` must be a finite number, got {value!r}.")
     return float(value)
 
 

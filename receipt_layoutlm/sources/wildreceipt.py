@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import UserError
@@ -49,12 +50,23 @@ def read_wildreceipt(path: Path) -> tuple[list[Receipt], LoadReport]:
                 f"{where}: not a WildReceipt record ({e}); expected file_name, width, height, annotations."
             ) from None
         segments = []
-        for ann in annotations:
+        for k, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise UserError(f"{where}: annotation {k} is not an object with box, text and label.")
             text = (ann.get("text") or "").strip()
             if not text:
                 report.drop("empty text (unreadable segment)")
                 continue
-            xs, ys = ann["box"][0::2], ann["box"][1::2]
+            box = ann.get("box")
+            if not (isinstance(box, list) and len(box) == 8 and all(_is_number(v) for v in box)):
+                raise UserError(
+                    f"{where}: annotation {k} ({text!r}) needs a `box` of 8 numbers (4 corners x, y), got {box!r}."
+                )
+            if not _is_number(ann.get("label")):
+                raise UserError(
+                    f"{where}: annotation {k} ({text!r}) needs a numeric `label`, got {ann.get('label')!r}."
+                )
+            xs, ys = box[0::2], box[1::2]
             # Clamp to the page: a few annotated corners stick out by a pixel or two.
             x0, x1 = max(0.0, min(xs)), min(width, max(xs))
             y0, y1 = max(0.0, min(ys)), min(height, max(ys))
@@ -74,6 +86,10 @@ def read_wildreceipt(path: Path) -> tuple[list[Receipt], LoadReport]:
             )
         )
     return receipts, report
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def group_into_lines(segments: list[tuple[str, tuple, str]]) -> list[Word]:

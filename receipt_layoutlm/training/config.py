@@ -64,7 +64,9 @@ class TrainConfig:
         help="Whole receipts in overlapping windows, or one OCR line per example (the old tool's way).",
     )
     max_seq_length: int = setting(512, help="Sub-tokens per example window (16-512).")
-    window_overlap: int = setting(128, help="Sub-tokens shared by windows.")
+    window_overlap: int | None = setting(
+        help="Sub-tokens shared by windows [default: --max-seq-length // 4, resolved when the config is made]."
+    )
     precision: str = setting(
         "auto", choices=PRECISIONS, help="Training precision; auto picks what the device runs well."
     )
@@ -77,6 +79,10 @@ class TrainConfig:
     )
     description: str = setting("", help="Free text recorded on the job.")
     priority: str = setting("medium", choices=PRIORITIES, help="Recorded on the job.")
+
+    def __post_init__(self):
+        if self.window_overlap is None:
+            self.window_overlap = self.max_seq_length // 4
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
@@ -106,5 +112,17 @@ def check_config(cfg: TrainConfig) -> None:
     if not 16 <= cfg.max_seq_length <= 512:
         raise UserError(f"--max-seq-length must be between 16 and 512 (LayoutLM's limit), got {cfg.max_seq_length}.")
     if not 0 <= cfg.window_overlap < cfg.max_seq_length // 2:
-        raise UserError("--window-overlap must be at least 0 and under half of --max-seq-length.")
+        raise UserError(
+            f"--window-overlap must be at least 0 and under half of --max-seq-length {cfg.max_seq_length} "
+            f"(at most {cfg.max_seq_length // 2 - 1}), got {cfg.window_overlap}."
+        )
+    if not 0 < cfg.val_ratio < 1:
+        raise UserError(
+            f"--val-ratio must be between 0 and 1 (exclusive), got {cfg.val_ratio}; the validation receipts "
+            "choose the best epoch, so keep some (0.1 = one receipt in ten) and some to train on."
+        )
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise UserError(
+            f"--max-steps must be a positive number of optimiser steps, or -1 for no limit; got {cfg.max_steps}."
+        )
     resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)

@@ -1,0 +1,187 @@
+"""What a run records as it goes, and the Trainer callbacks that feed it.
+
+Recorder writes the job store, run.json and S3; RecordingCallback turns the Trainer's logs and
+evaluations into metrics; QuietProgress prints one line per evaluation; StopOnSignal turns a
+SIGTERM into a checkpoint and a clean stop. Only run.py imports this module (it imports
+transformers), so `layoutlm-cli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from ..labels import entity_types
+
+
+class Recorder:
+    """Everything a run writes: the job store, run.json and S3. No-op off rank 0."""
+
+    def __init__(self, store, job, run_file, s3=None):
+        self.store, self.job, self.run_file, self.s3 = store, job, run_file, s3
+        self.upload_errors: list[str] = []
+
+    def metrics(self, rows: list[dict]) -> None:
+        if self.store:
+            self.store.add_metrics(self.job.job_id, rows)
+
+    def log(self, level: str, message, exception: str | None = None) -> None:
+        if self.store:
+            self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
+
+    def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
+        if self.store:
+            self.job.results.update(results)
+            self.store.update_job(self.job, status=status, message=message, progress=progress)
+
+    def upload(
+        self,
+        local: Path,
+        prefix_attr: str,
+        subdir: str = "",
+        checkpoint_step=None,
+        epoch=0,
+        is_best=False,
+        metrics=None,
+    ) -> None:
+        """Upload a file or folder to S3; a failure is logged and remembered, training goes on."""
+        if not self.s3:
+            return
+        key = self.s3.storage[prefix_attr] + subdir
+        try:
+            if local.is_dir():
+                n, size = self.s3.upload_dir(local, key)
+            else:
+                self.s3.upload_file(local, key)
+                size = local.stat().st_size
+            if checkpoint_step is not None and self.store:
+                self.store.add_checkpoint(
+                    self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch, is_best=is_best, metrics=metrics
+                )
+        except Exception as e:  # noqa: BLE001 - any upload failure is recorded, never swallowed
+            message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
+            self.upload_errors.append(message)
+            self.log("ERROR", message)
+
+
+def epoch_number(epoch: float | None) -> int:
+    """The Trainer's fractional epoch -> the 1-based epoch it falls in (1.0 is epoch 1, 1.2 epoch 2)."""
+    return max(0, math.ceil((epoch or 0) - 1e-6))
+
+
+class RecordingCallback(TrainerCallback):
+    """Turns the Trainer's logs and evaluations into JobMetrics and run.json entries."""
+
+    def __init__(self, recorder: Recorder, label_list: list[str], total_epochs: float):
+        self.recorder, self.label_list, self.total_epochs = recorder, label_list, total_epochs
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        step, epoch = state.global_step, epoch_number(state.epoch)
+        rows = []
+        if "loss" in logs:
+            rows.append({"name": "train_loss", "value": float(logs["loss"]), "unit": "loss"})
+        if "learning_rate" in logs:
+            rows.append({"name": "learning_rate", "value": float(logs["learning_rate"]), "unit": "rate"})
+        self.recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics:
+            return
+        recorder = self.recorder
+        step, epoch = state.global_step, epoch_number(state.epoch)
+        names = {
+            "eval_f1": ("val_f1", "ratio"),
+            "eval_precision": ("val_precision", "ratio"),
+            "eval_recall": ("val_recall", "ratio"),
+            "eval_loss": ("eval_loss", "loss"),
+        }
+        rows = [{"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]} for k in names if k in metrics]
+        for key, value in metrics.items():
+            if key.startswith("eval_label_"):
+                unit = "count" if key.endswith("_support") else "ratio"
+                rows.append({"name": key.removeprefix("eval_"), "value": value, "unit": unit})
+        recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])
+        train_losses = [h["loss"] for h in state.log_history if "loss" in h]
+        entry = {
+            "epoch": epoch,
+            "step": step,
+            "val_f1": metrics.get("eval_f1"),
+            "val_precision": metrics.get("eval_precision"),
+            "val_recall": metrics.get("eval_recall"),
+            "eval_loss": metrics.get("eval_loss"),
+            "train_loss": train_losses[-1] if train_losses else None,
+            "per_label": {
+                t: {m: metrics.get(f"eval_label_{t}_{m}") for m in ("f1", "precision", "recall", "support")}
+                for t in entity_types(self.label_list)
+            },
+        }
+        if recorder.run_file:
+            recorder.run_file.append("epoch_metrics", entry)
+            recorder.upload(recorder.run_file.path, "logs_prefix", "run.json")
+        progress = 100 * min(1.0, (state.epoch or 0) / self.total_epochs)
+        recorder.status("running", message=f"epoch {epoch}: val_f1 {metrics.get('eval_f1', 0):.4f}", progress=progress)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.exists():
+            self.recorder.upload(
+                ckpt,
+                "checkpoints_prefix",
+                f"{ckpt.name}/",
+                checkpoint_step=state.global_step,
+                epoch=epoch_number(state.epoch),
+            )
+
+
+class QuietProgress(ProgressCallback):
+    """The Trainer's progress bars, without a dict printed per log; one line per evaluation."""
+
+    def __init__(self, say):
+        super().__init__()
+        self.say = say
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        super().on_evaluate(args, state, control, **kwargs)
+        if state.is_world_process_zero and metrics and "eval_f1" in metrics:
+            self.say(
+                f"epoch {epoch_number(state.epoch)}: val F1 {metrics['eval_f1']:.4f} "
+                f"(P {metrics['eval_precision']:.4f}, R {metrics['eval_recall']:.4f}), "
+                f"eval loss {metrics['eval_loss']:.4f}"
+            )
+
+
+class StopOnSignal(TrainerCallback):
+    """After a SIGTERM (`stop.requested`), save a checkpoint at the end of the step and stop."""
+
+    def __init__(self, stop):
+        self.stop = stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopped inside an epoch: the Trainer would evaluate the partial epoch now and the
+        # resumed run the same epoch again, recording it twice. The checkpoint is already saved.
+        if self.stop.requested and abs((state.epoch or 0) - round(state.epoch or 0)) > 1e-6:
+            control.should_evaluate = False
+            control.should_save = False
+
+
+class ReceiptTrainer(Trainer):
+    def _get_eval_sampler(self, eval_dataset):
+        # Predictions are mapped back to words by example position, so evaluation must
+        # keep the dataset's order (transformers 5 length-groups eval batches too).
+        return torch.utils.data.SequentialSampler(eval_dataset)
