@@ -11,7 +11,7 @@ import sys
 import click
 
 from ..errors import UserError
-from . import aws, dataset, jobs, predict, train
+from . import aws, dataset, fleet, jobs, predict, train
 from .common import err_console
 
 
@@ -34,6 +34,9 @@ cli.add_command(train.train)
 cli.add_command(jobs.jobs)
 cli.add_command(dataset.dataset)
 cli.add_command(predict.predict)
+cli.add_command(fleet.submit)
+cli.add_command(fleet.worker)
+cli.add_command(fleet.resume)
 aws.register(cli)  # dynamo create-table, dataset import/export
 
 

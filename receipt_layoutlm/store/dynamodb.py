@@ -30,8 +30,8 @@ from botocore.exceptions import (
 )
 
 from ..errors import UserError
-from .sqlite import ItemExists
-from .wire import item_from_wire, item_to_wire
+from .sqlite import ConditionFailed, ItemExists
+from .wire import item_from_wire, item_to_wire, to_wire
 
 INDEX_KEYS = {
     None: ("PK", "SK"),
@@ -166,17 +166,38 @@ class DynamoTable:
             self._checked = True
 
     # --- the backend interface (same as SqliteTable) ----------------------------------
-    def put(self, item: dict, must_not_exist: bool = False) -> None:
+    def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
+        """Write an item. must_not_exist: raise ItemExists if the key is taken. expect: write only if the
+        stored item holds these attribute values (None = absent), else raise ConditionFailed."""
         self._ensure_table()
         kwargs = {"TableName": self.table_name, "Item": item_to_wire(item)}
         if must_not_exist:
             kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
+        elif expect:
+            terms, names, values = [], {}, {}
+            for i, (name, value) in enumerate(expect.items()):
+                names[f"#a{i}"] = name
+                if value is None:
+                    terms.append(f"attribute_not_exists(#a{i})")
+                else:
+                    terms.append(f"#a{i} = :v{i}")
+                    values[f":v{i}"] = to_wire(value)
+            kwargs["ConditionExpression"] = " AND ".join(terms)
+            kwargs["ExpressionAttributeNames"] = names
+            if values:
+                kwargs["ExpressionAttributeValues"] = values
         try:
             self._call("put_item", **kwargs)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise ItemExists(f"{item['PK']} {item['SK']}") from None
+                if must_not_exist:
+                    raise ItemExists(f"{item['PK']} {item['SK']}") from None
+                raise ConditionFailed(f"{item['PK']} {item['SK']}: expected {expect}") from None
             raise
+
+    def delete(self, pk: str, sk: str) -> None:
+        self._ensure_table()
+        self._call("delete_item", TableName=self.table_name, Key={"PK": {"S": pk}, "SK": {"S": sk}})
 
     def put_many(self, items: list[dict]) -> None:
         """BatchWriteItem in chunks of 25. Like SqliteTable, a later item replaces an earlier one

@@ -28,6 +28,16 @@ class ItemExists(Exception):
     pass
 
 
+class ConditionFailed(Exception):
+    """A conditional put whose `expect` did not hold: someone else changed the item first."""
+
+
+def matches(stored: dict | None, expect: dict) -> bool:
+    """`expect` maps attribute -> value the stored item must hold; None means the attribute is absent."""
+    stored = stored or {}
+    return all(stored.get(name) == value for name, value in expect.items())
+
+
 class SqliteTable:
     def __init__(self, path: Path):
         self.path = path
@@ -52,13 +62,32 @@ class SqliteTable:
     def _row(self, item: dict) -> list:
         return [item.get(c) for c in KEY_COLUMNS] + [json.dumps(item_to_wire(item), ensure_ascii=False)]
 
-    def put(self, item: dict, must_not_exist: bool = False) -> None:
+    def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
+        """Write an item. must_not_exist: raise ItemExists if the key is taken. expect: write only if the
+        stored item holds these attribute values (None = absent), else raise ConditionFailed."""
         verb = "INSERT" if must_not_exist else "INSERT OR REPLACE"
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
+        sql = f"{verb} INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})"
+        if expect is None:
+            try:
+                self.db.execute(sql, self._row(item))
+            except sqlite3.IntegrityError:
+                raise ItemExists(f"{item['PK']} {item['SK']}") from None
+            return
+        # BEGIN IMMEDIATE takes the write lock before reading, so the compare and the write are one step
+        # for every process sharing the file.
+        self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute(f"{verb} INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})", self._row(item))
-        except sqlite3.IntegrityError:
-            raise ItemExists(f"{item['PK']} {item['SK']}") from None
+            if not matches(self.get(item["PK"], item["SK"]), expect):
+                raise ConditionFailed(f"{item['PK']} {item['SK']}: expected {expect}")
+            self.db.execute(sql, self._row(item))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def delete(self, pk: str, sk: str) -> None:
+        self.db.execute("DELETE FROM items WHERE PK=? AND SK=?", (pk, sk))
 
     def put_many(self, items: list[dict]) -> None:
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))

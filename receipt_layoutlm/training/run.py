@@ -125,6 +125,10 @@ class Recorder:
         if self.store:
             self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
 
+    def heartbeat(self) -> bool:
+        """The job is alive (Job.heartbeat_at, host, pid); True when a cancel was requested."""
+        return bool(self.store) and self.store.heartbeat(self.job)
+
     def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
         if self.store:
             self.job.results.update(results)
@@ -281,25 +285,37 @@ class Interrupted(BaseException):
     """SIGTERM (e.g. a spot instance reclaimed): stop, mark the job interrupted."""
 
 
+class Cancelled(BaseException):
+    """`jobs cancel` asked this run to stop: it saved a checkpoint and ends `cancelled`."""
+
+
 class StopRequest:
-    """The first SIGTERM asks the Trainer to save a checkpoint at the next step and stop;
-    a second one stops at once."""
+    """The first SIGTERM (or a cancel request) asks the Trainer to save a checkpoint at the next step
+    and stop; a second SIGTERM stops at once."""
 
     def __init__(self):
         self.requested = False
+        self.cancelled = False
 
     def __call__(self, signum, frame):
-        if self.requested:
+        if self.requested and not self.cancelled:
             raise Interrupted("received a second SIGTERM")
         self.requested = True
 
 
-def make_stop_callback(stop: StopRequest):
+def make_stop_callback(stop: StopRequest, recorder: Recorder):
     from transformers import TrainerCallback
 
     class StopOnSignal(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if stop.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, **kwargs):
+            # Every logging interval: a heartbeat on the Job, and a look for a cancel request.
+            if state.is_world_process_zero and recorder.heartbeat() and not stop.requested:
+                stop.requested = stop.cancelled = True
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -338,18 +354,49 @@ def precision_flags(choice: str) -> dict:
     return {choice: True} if choice != "fp32" else {}
 
 
+def previous_run_of(job_id: str, out: Path, cfg: TrainConfig, overwrite: bool) -> dict | None:
+    """For an existing job: its run.json when `out` holds its earlier attempt (resume), else None
+    after the usual checks (another job's files are refused)."""
+    from .artifacts import RunFile
+
+    if (out / "run.json").exists():
+        try:
+            data = RunFile.load(out / "run.json").data
+        except ValueError:
+            data = {}
+        if data.get("job_id") == job_id:
+            return data
+    return check_output_dir(out, cfg, False, overwrite)
+
+
 def run_training(
-    cfg: TrainConfig, store_uri: str | None = None, resume: bool = False, overwrite_output_dir: bool = False, say=print
+    cfg: TrainConfig,
+    store_uri: str | None = None,
+    resume: bool = False,
+    overwrite_output_dir: bool = False,
+    say=print,
+    job=None,
 ) -> dict:
-    """Train one job; returns the summary. Raises UserError for problems the user can fix."""
+    """Train one job; returns the summary. Raises UserError for problems the user can fix.
+
+    job: an existing Job to run (a queued job a worker claimed, or `resume`) instead of creating one;
+    its earlier attempt in the output dir, if any, is continued from the latest checkpoint.
+    """
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
-    previous = check_output_dir(out, cfg, resume, overwrite_output_dir) if is_main else None
+    previous = None
+    if is_main:
+        if job is not None:
+            previous = previous_run_of(job.job_id, out, cfg, overwrite_output_dir)
+        else:
+            previous = check_output_dir(out, cfg, resume, overwrite_output_dir)
 
     from .artifacts import RunFile
 
-    store = job = run_file = s3 = None
+    store = run_file = s3 = None
+    if not is_main:
+        job = None
     if is_main:
         from ..store import open_store
 
@@ -359,8 +406,10 @@ def run_training(
 
             s3 = S3Sync(cfg.output_s3_uri, cfg.job_name)
             s3.check()
+        if job is not None and s3 and not job.storage:
+            job.storage = s3.storage
         if previous:
-            job = store.get_job(previous["job_id"])
+            job = job or store.get_job(previous["job_id"])
             if job is None:
                 raise UserError(
                     f"--resume: job {previous['job_id']} of {out}/run.json is not in "
@@ -368,7 +417,7 @@ def run_training(
                 )
             run_file = RunFile(out / "run.json", previous)
         else:
-            job = store.create_job(
+            job = job or store.create_job(
                 cfg.job_name,
                 config_record(cfg, resume),
                 description=cfg.description,
@@ -380,6 +429,7 @@ def run_training(
                 {"job_id": job.job_id, "job_name": cfg.job_name, "job_store": store.description, "status": "pending"},
             )
             run_file.save()
+        store.heartbeat(job)  # this process runs it now: host, pid, time
     recorder = Recorder(store, job, run_file, s3)
     holder: dict = {}  # what _train built so far, for the record of a run that stops early
     stop = StopRequest()
@@ -391,6 +441,11 @@ def run_training(
         raise UserError(
             f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
             "Continue it with the same command plus --resume."
+        ) from None
+    except Cancelled as e:
+        _finish_stopped(recorder, holder, "cancelled", f"cancelled: {e}")
+        raise UserError(
+            f"Training cancelled on request; job {job.job_id if job else ''} is marked cancelled."
         ) from None
     except UserError as e:
         _finish_stopped(recorder, holder, "failed", str(e))
@@ -528,7 +583,7 @@ def _train(
         disable_tqdm=not is_main,
         **precision_flags(cfg.precision),
     )
-    callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop)]
+    callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop, recorder)]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = _trainer_class()(
@@ -552,6 +607,8 @@ def _train(
     if stop.requested:
         raise Interrupted("received SIGTERM before training started")
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if stop.cancelled:
+        raise Cancelled(f"checkpoint-{trainer.state.global_step} saved")
     if stop.requested:
         raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
 
