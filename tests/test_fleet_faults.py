@@ -95,7 +95,9 @@ def test_fleet_sigkill_stale_then_finished_elsewhere_and_cancel(fresh_table, tmp
     assert store.get_job(doomed).status == "cancelled"
 
     w1 = start("worker", "--poll", "0.5", "--max-jobs", "1", env=env, log=tmp_path / "w1.log")
-    job = wait_for("slow's first checkpoint", lambda: list((tmp_path / "slow").glob("checkpoint-*")), procs=[w1])
+    wait_for(
+        "slow's first checkpoint", lambda: list((tmp_path / "slow").glob("checkpoint-*/trainer_state.json")), procs=[w1]
+    )
     job = store.get_job(slow)
     assert job.status == "running" and job.attempts == 1 and job.pid and job.heartbeat_at
     assert listed(env)[slow]["stale"] is False
@@ -125,6 +127,9 @@ def test_fleet_sigkill_stale_then_finished_elsewhere_and_cancel(fresh_table, tmp
     assert run_json["job_id"] == slow and run_json["status"] == "succeeded"
     assert max(e["epoch"] for e in run_json["epoch_metrics"]) == 4
     assert (tmp_path / "slow" / "best" / "model.safetensors").exists()
+    assert any("resumed" in log["message"] for log in store.logs(slow))
+    val_epochs = sorted(m["epoch"] for m in store.metrics(slow, "val_f1"))
+    assert val_epochs == [1, 2, 3, 4], val_epochs  # one continuous series, no epoch twice
     assert not (tmp_path / "doomed").exists()
     # Instance and InstanceJob items as the spec has them.
     instances = list(store.table.query("INSTANCE", index="GSITYPE"))
@@ -147,7 +152,7 @@ def test_spot_notice_then_sigterm_then_finished(tmp_path, fake_imds):  # noqa: F
 
     spot_env = {**env, "LAYOUTLM_IMDS_ENDPOINT": endpoint}
     w1 = start("worker", "--poll", "0.5", env=spot_env, log=tmp_path / "w1.log")
-    wait_for("a checkpoint", lambda: list(out.glob("checkpoint-*")), procs=[w1])
+    wait_for("a checkpoint", lambda: list(out.glob("checkpoint-*/trainer_state.json")), procs=[w1])
     announce.set()
     assert w1.wait(timeout=300) == 0, (tmp_path / "w1.log").read_text()
     assert "spot interruption notice" in (tmp_path / "w1.log").read_text()
@@ -178,7 +183,9 @@ def test_spot_notice_then_sigterm_then_finished(tmp_path, fake_imds):  # noqa: F
     history = statuses(store, job_id)
     assert history.count("interrupted") == 2 and history[-1] == "succeeded"
     run_json = json.loads((out / "run.json").read_text())
-    assert run_json["status"] == "succeeded" and max(e["epoch"] for e in run_json["epoch_metrics"]) == 4
+    assert run_json["status"] == "succeeded"
+    assert [e["epoch"] for e in run_json["epoch_metrics"]] == [1, 2, 3, 4]  # stops mid-epoch evaluate nothing
+    assert store.get_job(job_id).results["epochs_completed"] == 4
 
 
 def test_local_train_sigkill_reads_stale_then_resume(tmp_path):
@@ -190,6 +197,7 @@ def test_local_train_sigkill_reads_stale_then_resume(tmp_path):
     train = start(
         "train", "--job-name", "local", "--output-dir", out, *TRAIN, "--epochs", "3", env=env, log=tmp_path / "t.log"
     )
+    # Killed as soon as a checkpoint folder appears, maybe half written: resume must fall back.
     wait_for("a checkpoint", lambda: list(out.glob("checkpoint-*")), procs=[train])
     train.kill()
     train.wait()
@@ -228,3 +236,40 @@ def test_cancel_running_job_saves_and_ends_cancelled(tmp_path):
     assert store.table.get(f"INSTANCE#{job.worker.split('/')[0]}", f"JOB#{job_id}")["status"] == "cancelled"
     refused = run("jobs", "cancel", job_id, env=env)
     assert refused.returncode == 2 and "already cancelled" in refused.stdout + refused.stderr
+
+
+def test_gpus_run_one_job_per_gpu_side_by_side(tmp_path):
+    """--gpus a,b claims two jobs at once, one child each with CUDA_VISIBLE_DEVICES set. The jobs here fail
+    fast (their output dirs hold another run's files), which also shows a run refused before it records
+    anything still ends `failed` with the reason."""
+    uri = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env, store = env_for(uri), open_store(uri)
+    ids = []
+    for name in ("left", "right"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("someone else's files")
+        ids.append(submit(env, name, tmp_path / name, "--epochs", "1"))
+    done = run("worker", "--gpus", "0,1", "--poll", "0.5", "--max-jobs", "2", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    started = [i for i, line in enumerate(lines) if "attempt 1 on GPU" in line]
+    ended = [i for i, line in enumerate(lines) if line.endswith(": failed")]
+    assert len(started) == 2 and max(started) < min(ended), done.stdout  # both ran before either ended
+    assert {"GPU 0" in lines[started[0]], "GPU 1" in lines[started[1]]} == {True}
+    for job_id in ids:
+        job = store.get_job(job_id)
+        assert job.status == "failed" and job.attempts == 1
+        assert "already holds" in store.status_history(job_id)[-1]["message"]
+        assert any(log["log_level"] == "ERROR" for log in store.logs(job_id))
+    assert (tmp_path / "left" / "notes.txt").exists()
+
+
+def test_truncated_checkpoint_is_skipped(tmp_path):
+    from receipt_layoutlm.training.artifacts import latest_checkpoint
+
+    for step, state in ((6, '{"global_step": 6}'), (12, '{"global_st'), (18, None)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert latest_checkpoint(tmp_path).name == "checkpoint-6"
+    assert latest_checkpoint(tmp_path / "none") is None

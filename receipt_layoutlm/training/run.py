@@ -312,6 +312,12 @@ def make_stop_callback(stop: StopRequest, recorder: Recorder):
                 control.should_save = True
                 control.should_training_stop = True
 
+        def on_epoch_end(self, args, state, control, **kwargs):
+            # Stopped mid-epoch: the checkpoint is saved; an evaluation now would record this epoch
+            # once here and again when the resumed run ends it.
+            if stop.requested and abs((state.epoch or 0) - round(state.epoch or 0)) > 1e-6:
+                control.should_evaluate = control.should_save = False
+
         def on_log(self, args, state, control, **kwargs):
             # Every logging interval: a heartbeat on the Job, and a look for a cancel request.
             if state.is_world_process_zero and recorder.heartbeat() and not stop.requested:
