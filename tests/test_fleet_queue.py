@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from receipt_layoutlm.cli import cli
 from receipt_layoutlm.fleet import queue
 from receipt_layoutlm.fleet.imds import Imds
-from receipt_layoutlm.store import ConditionFailed, open_store
+from receipt_layoutlm.store import ConditionFailed, LeaseLost, open_store
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -119,6 +119,26 @@ def test_release_requeues_then_fails_after_max_attempts(tmp_path):
     assert job.status == "failed" and job.attempts == 4
     assert "gave up after 4 attempt(s)" in store.status_history(job.job_id)[-1]["message"]
     assert any(log["log_level"] == "ERROR" for log in store.logs(job.job_id))
+
+
+def test_a_process_whose_job_was_claimed_again_stops_writing(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    queue.submit(store, "partitioned", {}, "q")
+    mine = queue.claim_next(store, "q", "old", "old")
+    assert store.heartbeat(mine) is False
+    # Declared stale (its heartbeat too old) and claimed by another worker while it still runs.
+    theirs = store.get_job(mine.job_id)
+    queue.release(store, theirs, "stale", True, 3, "new")
+    theirs = queue.claim_next(store, "q", "new", "new")
+    with pytest.raises(LeaseLost):
+        store.heartbeat(mine)
+    with pytest.raises(LeaseLost):
+        store.update_job(mine, status="succeeded")
+    job = store.get_job(mine.job_id)
+    assert job.status == "running" and job.worker == "new" and job.attempts == 2
+    # A cancel request reaches the process that owns the job at its next heartbeat.
+    assert queue.cancel(store, job) == "cancel requested"
+    assert store.heartbeat(theirs) is True and store.get_job(job.job_id).cancel_requested
 
 
 TRAIN_ARGS = ["--dataset", "demo:12", "--pretrained", "tiny", "--max-seq-length", "64", "--window-overlap", "16"]

@@ -71,6 +71,7 @@ class Worker:
         self.signals = 0
         self.launched_at = None
         self.jobs_started = 0
+        self.gpu_count = len(settings.gpus) or _gpu_count()
 
     # --- the Instance item --------------------------------------------------------------
     def put_instance(self, status: str) -> None:
@@ -87,7 +88,7 @@ class Worker:
                 "GSI1PK": f"STATUS#{status}",
                 "GSI1SK": f"INSTANCE#{info.instance_id}",
                 "instance_type": info.instance_type,
-                "gpu_count": len(self.settings.gpus) or _gpu_count(),
+                "gpu_count": self.gpu_count,
                 "status": status,
                 "launched_at": self.launched_at,
                 "ip_address": info.ip_address,
@@ -203,7 +204,9 @@ class Worker:
             elif job.status == "running" and job.worker == self.worker_id:
                 put_instance_job(self.store, self.info.instance_id, job_id, "failed")
                 reason = f"its training process exited with code {code} without recording an end"
-                release(self.store, job, reason, True, s.max_attempts, self.info.instance_id)
+                # Killed by our own stop (e.g. before it could install its signal handler): an interruption.
+                failure = self.stop_reason is None
+                release(self.store, job, reason, failure, s.max_attempts, self.info.instance_id)
         except ConditionFailed:
             job = self.store.get_job(job_id)  # another worker moved it first
         self.say(f"job {job_id} ({job.name}): {job.status}")
