@@ -126,8 +126,19 @@ class Recorder:
             self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
 
     def heartbeat(self) -> bool:
-        """The job is alive (Job.heartbeat_at, host, pid); True when a cancel was requested."""
-        return bool(self.store) and self.store.heartbeat(self.job)
+        """The job is alive (Job.heartbeat_at, host, pid); True when a cancel was requested. A store that
+        does not answer skips this beat (training goes on); a job claimed by another worker stops it."""
+        from ..store import LeaseLost
+
+        if not self.store:
+            return False
+        try:
+            return self.store.heartbeat(self.job)
+        except LeaseLost:
+            raise
+        except Exception as e:  # noqa: BLE001 - the next beat retries; the lease allows for a few missed
+            log.warning("heartbeat of job %s not recorded: %s", self.job.job_id, e)
+            return False
 
     def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
         if self.store:
@@ -437,6 +448,8 @@ def run_training(
             run_file.save()
         store.heartbeat(job)  # this process runs it now: host, pid, time
     recorder = Recorder(store, job, run_file, s3)
+    from ..store import LeaseLost
+
     holder: dict = {}  # what _train built so far, for the record of a run that stops early
     stop = StopRequest()
     old_handler = signal.signal(signal.SIGTERM, stop)
@@ -448,6 +461,9 @@ def run_training(
             f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
             "Continue it with the same command plus --resume."
         ) from None
+    except LeaseLost as e:
+        # Declared stale and claimed by another worker: that run owns the job now; record nothing more.
+        raise UserError(f"Training stopped: {e}.") from None
     except Cancelled as e:
         _finish_stopped(recorder, holder, "cancelled", f"cancelled: {e}")
         raise UserError(
