@@ -273,3 +273,33 @@ def test_truncated_checkpoint_is_skipped(tmp_path):
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert latest_checkpoint(tmp_path).name == "checkpoint-6"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_job_moved_to_a_machine_without_its_files_continues_from_s3(aws_env, tmp_path):
+    """The interrupted job's machine is gone with its output dir; the next worker fetches the newest
+    uploaded checkpoint and run.json from S3 (moto) and continues the series instead of starting over."""
+    import shutil
+
+    import boto3
+
+    bucket = "fleet-moves"
+    boto3.client("s3", endpoint_url=aws_env["s3"], region_name="us-east-1").create_bucket(Bucket=bucket)
+    uri = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env, store = env_for(uri), open_store(uri)
+    out = tmp_path / "moved"
+    job_id = submit(env, "moved", out, "--epochs", "3", "--output-s3-uri", f"s3://{bucket}/runs")
+    w1 = start("worker", "--poll", "0.5", env=env, log=tmp_path / "w1.log")
+    wait_for("an uploaded checkpoint", lambda: store.checkpoints(job_id), procs=[w1])
+    w1.send_signal(signal.SIGTERM)
+    assert w1.wait(timeout=300) == 0, (tmp_path / "w1.log").read_text()
+    assert store.get_job(job_id).status == "pending"
+    shutil.rmtree(out)  # the machine is gone
+
+    w2 = run("worker", "--poll", "0.5", "--idle-exit", "1", env=env, timeout=900)
+    assert w2.returncode == 0, w2.stdout + w2.stderr
+    assert "fetched checkpoint-" in w2.stdout
+    job = store.get_job(job_id)
+    assert job.status == "succeeded" and job.attempts == 2
+    assert any("resumed" in log["message"] for log in store.logs(job_id))
+    assert sorted(m["epoch"] for m in store.metrics(job_id, "val_f1")) == [1, 2, 3]
+    assert [e["epoch"] for e in json.loads((out / "run.json").read_text())["epoch_metrics"]] == [1, 2, 3]

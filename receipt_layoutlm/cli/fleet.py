@@ -126,7 +126,7 @@ def worker(job_store, dynamo_table, region, endpoint_url, gpus, **settings):
 @dynamo_table_option
 @_aws_options
 def resume(ref, job_store, dynamo_table, region, endpoint_url):
-    """Continue an interrupted, stale or queued job here, from its latest checkpoint in its output dir."""
+    """Continue an interrupted, stale or queued job here, from its newest checkpoint (output dir, else S3)."""
     from ..fleet.queue import claim, dequeue
     from ..fleet.worker import run_job
     from ..store import ConditionFailed, default_store_uri, open_store

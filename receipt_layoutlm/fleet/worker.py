@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from ..errors import UserError
 from ..store import DEFAULT_LEASE_SECONDS, ConditionFailed, open_store
@@ -241,6 +242,41 @@ def config_from_record(record: dict):
     return TrainConfig(**{f.name: record[f.name] for f in fields(TrainConfig) if f.name in record})
 
 
+def fetch_from_s3(store, job, cfg, say=print) -> bool:
+    """On a machine without the job's output dir: bring back its newest uploaded checkpoint and run.json
+    from S3 (JobCheckpoint rows are written only after a whole checkpoint is uploaded), so run_training
+    continues the job instead of starting over. Returns whether it fetched anything."""
+    import shutil
+    import tempfile
+
+    out = cfg.resolved_output_dir()
+    if not cfg.output_s3_uri or not job.storage or (out.exists() and any(out.iterdir())):
+        return False
+    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best")]
+    if not rows:
+        return False
+    newest = max(rows, key=lambda r: r["step"])
+    from ..s3 import S3Sync
+
+    s3 = S3Sync(cfg.output_s3_uri, cfg.job_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.fetch-"))
+    try:
+        s3.download_dir(newest["s3_key"], tmp / f"checkpoint-{newest['step']}")
+        s3.client.download_file(s3.bucket, job.storage["logs_prefix"] + "run.json", str(tmp / "run.json"))
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)  # all or nothing: a half-fetched dir is never taken for the job's own
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(
+        f"fetched checkpoint-{newest['step']} and run.json of job {job.job_id} from s3://{s3.bucket}/{newest['s3_key']}"
+    )
+    store.add_log(job.job_id, "INFO", f"checkpoint-{newest['step']} fetched from S3 to {out}", source="worker")
+    return True
+
+
 def run_job(store_uri: str, job_id: str, say=print) -> int:
     """Run one claimed (or resumed) job here, through the same run_training as `train`. Exit code."""
     from ..training.run import run_training
@@ -251,8 +287,10 @@ def run_job(store_uri: str, job_id: str, say=print) -> int:
         say(f"error: no job {job_id} in {store.description}")
         return 2
     attempts = job.attempts
+    cfg = config_from_record(job.job_config)
     try:
-        run_training(config_from_record(job.job_config), store_uri=store_uri, job=job, say=say)
+        fetch_from_s3(store, job, cfg, say)
+        run_training(cfg, store_uri=store_uri, job=job, say=say)
         return 0
     except UserError as e:
         say(f"error: {e}")
