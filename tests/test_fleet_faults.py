@@ -298,6 +298,7 @@ def test_job_moved_to_a_machine_without_its_files_continues_from_s3(aws_env, tmp
     w2 = run("worker", "--poll", "0.5", "--idle-exit", "1", env=env, timeout=900)
     assert w2.returncode == 0, w2.stdout + w2.stderr
     assert "fetched checkpoint-" in w2.stdout
+    assert (out / "best" / "model.safetensors").exists()
     job = store.get_job(job_id)
     assert job.status == "succeeded" and job.attempts == 2
     assert any("resumed" in log["message"] for log in store.logs(job_id))

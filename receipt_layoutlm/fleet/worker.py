@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -263,6 +264,13 @@ def fetch_from_s3(store, job, cfg, say=print) -> bool:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.fetch-"))
     try:
         s3.download_dir(newest["s3_key"], tmp / f"checkpoint-{newest['step']}")
+        # The best checkpoint too, when it is another one: the run ends by loading it into best/.
+        state = json.loads((tmp / f"checkpoint-{newest['step']}" / "trainer_state.json").read_text())
+        best_name = Path(state.get("best_model_checkpoint") or "").name
+        for row in rows:
+            if f"checkpoint-{row['step']}" == best_name != f"checkpoint-{newest['step']}":
+                s3.download_dir(row["s3_key"], tmp / best_name)
+                break
         s3.client.download_file(s3.bucket, job.storage["logs_prefix"] + "run.json", str(tmp / "run.json"))
         if out.exists():
             out.rmdir()  # empty, checked above
