@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from ..errors import UserError
-from . import aws, dataset, evaluate, jobs, predict, train
+from . import aws, dataset, evaluate, fleet, jobs, predict, train
 from .common import err_console
 
 
@@ -36,6 +36,9 @@ cli.add_command(jobs.jobs)
 cli.add_command(dataset.dataset)
 cli.add_command(predict.predict)
 cli.add_command(evaluate.evaluate)
+cli.add_command(fleet.submit)
+cli.add_command(fleet.worker)
+cli.add_command(fleet.resume)
 aws.register(cli)  # dynamo create-table, dataset import/export
 
 

@@ -18,6 +18,15 @@ def jobs():
     """Look at recorded jobs."""
 
 
+def _status_of(job) -> str:
+    """The recorded status, and STALE when its process is gone (see Job.is_stale)."""
+    if job.is_stale():
+        return f"STALE ({job.status})"
+    if job.cancel_requested and job.status == "running":
+        return "running (cancel requested)"
+    return job.status
+
+
 def _epochs_of(job) -> str:
     return str(job.results.get("epochs_completed", "")) if job.results else ""
 
@@ -30,19 +39,21 @@ def jobs_list(status, as_json, store):
     """Jobs, oldest first, optionally of one status."""
     found = store.list_jobs(status)
     if as_json:
-        click.echo(json.dumps([j.__dict__ for j in found], indent=2, default=str))
+        click.echo(json.dumps([j.as_dict() for j in found], indent=2, default=str))
         return
-    table = Table("job id", "name", "status", "created", "best F1", "epochs")
+    table = Table("job id", "name", "status", "created", "best F1", "epochs", "worker", "heartbeat")
     table.columns[0].no_wrap = table.columns[3].no_wrap = True
     for j in found:
         f1 = j.results.get("best_f1")
         table.add_row(
             j.job_id,
             j.name,
-            j.status,
+            _status_of(j),
             j.created_at[:19].replace("T", " "),
             f"{f1:.4f}" if isinstance(f1, (int, float)) else "",
             _epochs_of(j),
+            j.worker or j.host or "",
+            (j.heartbeat_at or "")[:19].replace("T", " "),
         )
     console.print(table)
     console.print(f"{len(found)} job(s) in {store.description}")
@@ -60,7 +71,7 @@ def jobs_show(ref, as_json, store):
         click.echo(
             json.dumps(
                 {
-                    **job.__dict__,
+                    **job.as_dict(),
                     "epochs": per_epoch,
                     "status_history": [
                         {k: s.get(k) for k in ("status", "updated_at", "message")}
@@ -73,7 +84,13 @@ def jobs_show(ref, as_json, store):
         )
         return
     console.print(Text.assemble((job.name, "bold"), f"  {job.job_id}"))
-    console.print(f"status {job.status}, created {job.created_at} by {job.created_by}")
+    console.print(f"status {_status_of(job)}, created {job.created_at} by {job.created_by}")
+    if job.worker or job.host or job.heartbeat_at:
+        console.print(
+            f"attempt {job.attempts} by {job.worker or '-'} on {job.host or '-'} (pid {job.pid or '-'}), "
+            f"last heartbeat {job.heartbeat_at or '-'}",
+            highlight=False,
+        )
     cfg = job.job_config
     keys = (
         "dataset",
@@ -146,6 +163,25 @@ def jobs_metrics(ref, name, as_json, store):
             r["timestamp"],
         )
     console.print(table)
+
+
+@jobs.command("cancel")
+@click.argument("ref")
+@with_store
+def jobs_cancel(ref, store):
+    """Cancel a job (by id or name): a waiting one at once, a running one at its next log (it saves first)."""
+    from ..fleet.queue import cancel
+
+    job = store.resolve(ref)
+    outcome = cancel(store, job)
+    if outcome == "cancelled":
+        console.print(f"cancelled job {job.job_id} ({job.name})", highlight=False)
+    else:
+        console.print(
+            f"cancel requested for job {job.job_id} ({job.name}); it saves a checkpoint and ends cancelled "
+            "at its next log",
+            highlight=False,
+        )
 
 
 @jobs.command("report")

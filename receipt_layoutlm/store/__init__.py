@@ -31,6 +31,8 @@ __all__ = ["ConditionFailed", "ItemExists", "JobStore", "Job", "Table", "open_st
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 PRIORITIES = ("low", "medium", "high", "critical")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+RUN_ATTRIBUTES = ("queue", "attempts", "worker", "host", "pid", "heartbeat_at", "lease_seconds", "cancel_requested")
+DEFAULT_LEASE_SECONDS = 600
 
 _clock_lock = threading.Lock()
 _last_time = datetime.min.replace(tzinfo=UTC)
@@ -88,6 +90,10 @@ def open_store(uri: str | None = None, aws: AwsSettings | None = None) -> JobSto
     raise UserError(f"Unknown job store {uri!r}; use sqlite:///PATH or dynamodb://TABLE.")
 
 
+class LeaseLost(Exception):
+    """The job was declared stale and claimed by another worker while this process still ran it."""
+
+
 @dataclass
 class Job:
     job_id: str
@@ -101,6 +107,15 @@ class Job:
     storage: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
+    # Who runs it and whether it is alive (issue 11). Left out of the item while unset.
+    queue: str | None = None  # the queue it was submitted to; None for a `train` run here
+    attempts: int = 0  # times a worker (or `resume`) claimed it
+    worker: str | None = None  # "<instance id>/<worker pid>" of the worker running it
+    host: str | None = None  # host name of the process running it
+    pid: int | None = None  # that process's id, to tell at once on that host whether it still runs
+    heartbeat_at: str | None = None  # last sign of life; older than lease_seconds = stale
+    lease_seconds: int | None = None
+    cancel_requested: bool = False
 
     @classmethod
     def from_item(cls, item: dict) -> Job:
@@ -116,6 +131,7 @@ class Job:
             storage=item.get("storage") or {},
             results=item.get("results") or {},
             tags=item.get("tags") or {},
+            **{name: item[name] for name in RUN_ATTRIBUTES if item.get(name) is not None},
         )
 
     def to_item(self) -> dict:
@@ -139,7 +155,40 @@ class Job:
         for key in ("storage", "results", "tags"):
             if getattr(self, key):
                 item[key] = getattr(self, key)
+        for key in RUN_ATTRIBUTES:
+            if getattr(self, key):
+                item[key] = getattr(self, key)
         return item
+
+    def is_stale(self, default_lease: float = DEFAULT_LEASE_SECONDS, here: str | None = None) -> bool:
+        """A pending/running job whose process is gone: on its own host, its pid no longer runs
+        (known at once); anywhere, its heartbeat is older than its lease."""
+        if self.status not in ("pending", "running") or (self.status == "pending" and self.queue):
+            return False  # a queued pending job waits for a worker; nobody runs it yet
+        if self.host and self.pid and self.host == (here or socket.gethostname()):
+            return not pid_alive(self.pid)
+        if self.heartbeat_at:
+            lease = self.lease_seconds or default_lease
+            age = datetime.now(UTC) - datetime.fromisoformat(self.heartbeat_at)
+            return age.total_seconds() > lease
+        return False
+
+    def as_dict(self, default_lease: float = DEFAULT_LEASE_SECONDS) -> dict:
+        return {**self.__dict__, "stale": self.is_stale(default_lease)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, under another user
+    # A zombie (dead, not yet reaped by its parent) still answers signal 0.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _epoch_step(value, name: str) -> int:
@@ -166,7 +215,10 @@ class JobStore:
         priority: str = "medium",
         tags: dict | None = None,
         storage: dict | None = None,
+        queue: str | None = None,
     ) -> Job:
+        """A new `pending` Job. Without a queue it is run by this process (host and pid recorded, so a
+        dead run reads STALE at once); with one it waits for a worker."""
         if priority not in PRIORITIES:
             raise UserError(f"Unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}.")
         job = Job(
@@ -180,10 +232,54 @@ class JobStore:
             job_config=job_config,
             storage=storage or {},
             tags=tags or {},
+            queue=queue,
         )
+        if queue is None:
+            job.host, job.pid = socket.gethostname(), os.getpid()
         self.table.put(job.to_item(), must_not_exist=True)
         self._status_row(job, message="created")
         return job
+
+    def _put_job(self, job: Job) -> None:
+        """Rewrite the Job item without losing a cancel request another process wrote meanwhile."""
+        # The stored attempt number fences the write: once another worker has claimed the job again,
+        # this process must not write over it.
+        expect = {"attempts": job.attempts or None}
+        if not job.cancel_requested:
+            expect["cancel_requested"] = None
+        try:
+            self.table.put(job.to_item(), expect=expect)
+        except ConditionFailed:
+            stored = self.get_job(job.job_id)
+            if stored is None or stored.attempts != job.attempts:
+                raise LeaseLost(
+                    f"job {job.job_id} was claimed again by {stored.worker if stored else 'nobody'} "
+                    f"(attempt {stored.attempts if stored else '?'}); this process stops writing to it"
+                ) from None
+            job.cancel_requested = True
+            self.table.put(job.to_item(), expect={"attempts": job.attempts or None})
+
+    def transition(
+        self, job: Job, status: str, expect: dict, message: str | None = None, instance_id: str | None = None, **attrs
+    ) -> Job:
+        """Change a job's status only if the stored Job still holds `expect` (e.g. {"status": "pending"});
+        raises ConditionFailed otherwise. Two processes racing for one job: exactly one wins."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        changed = Job.from_item({**job.to_item(), "status": status})
+        for name, value in attrs.items():
+            setattr(changed, name, value)
+        self.table.put(changed.to_item(), expect=expect)
+        self._status_row(changed, message=message, instance_id=instance_id)
+        job.__dict__.update(changed.__dict__)
+        return job
+
+    def heartbeat(self, job: Job) -> bool:
+        """Record that the job's process is alive; returns True when a cancel was requested."""
+        job.heartbeat_at = now_iso()
+        job.host, job.pid = socket.gethostname(), os.getpid()
+        self._put_job(job)
+        return job.cancel_requested
 
     def update_job(
         self, job: Job, status: str | None = None, message: str | None = None, progress: float | None = None
@@ -194,12 +290,14 @@ class JobStore:
             if status not in STATUSES:
                 raise ValueError(f"unknown status {status!r}")
             job.status = status
-        self.table.put(job.to_item())
+        self._put_job(job)
         if changed:
             self._status_row(job, message=message, progress=progress)
         return job
 
-    def _status_row(self, job: Job, message: str | None = None, progress: float | None = None) -> None:
+    def _status_row(
+        self, job: Job, message: str | None = None, progress: float | None = None, instance_id: str | None = None
+    ) -> None:
         at = now_iso()
         item = {
             "PK": f"JOB#{job.job_id}",
@@ -210,7 +308,7 @@ class JobStore:
             "status": job.status,
             "updated_at": at,
             "updated_by": job.created_by,
-            "instance_id": socket.gethostname(),
+            "instance_id": instance_id or socket.gethostname(),
         }
         if message:
             item["message"] = message

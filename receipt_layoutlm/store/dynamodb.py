@@ -111,23 +111,36 @@ class DynamoTable:
 
     # --- the backend interface (store/table.py: Table) ---------------------------------
     def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
+        """See store/table.py: Table.put. expect: None as a value means the attribute is absent."""
         self._ensure_table()
         kwargs = {"TableName": self.table_name, "Item": item_to_wire(item)}
         if must_not_exist:
             kwargs["ConditionExpression"] = "attribute_not_exists(PK)"
         elif expect:
-            names = {f"#e{i}": attr for i, attr in enumerate(expect)}
-            kwargs["ConditionExpression"] = " AND ".join(f"{n} = :e{i}" for i, n in enumerate(names))
+            terms, names, values = [], {}, {}
+            for i, (name, value) in enumerate(expect.items()):
+                names[f"#a{i}"] = name
+                if value is None:
+                    terms.append(f"attribute_not_exists(#a{i})")
+                else:
+                    terms.append(f"#a{i} = :v{i}")
+                    values[f":v{i}"] = to_wire(value)
+            kwargs["ConditionExpression"] = " AND ".join(["attribute_exists(PK)", *terms])
             kwargs["ExpressionAttributeNames"] = names
-            kwargs["ExpressionAttributeValues"] = {f":e{i}": to_wire(v) for i, v in enumerate(expect.values())}
+            if values:
+                kwargs["ExpressionAttributeValues"] = values
         try:
             self._call("put_item", **kwargs)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            if must_not_exist:
-                raise ItemExists(f"{item['PK']} {item['SK']}") from None
-            raise ConditionFailed(f"{item['PK']} {item['SK']}: stored item is not {expect}") from None
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                if must_not_exist:
+                    raise ItemExists(f"{item['PK']} {item['SK']}") from None
+                raise ConditionFailed(f"{item['PK']} {item['SK']}: expected {expect}") from None
+            raise
+
+    def delete(self, pk: str, sk: str) -> None:
+        self._ensure_table()
+        self._call("delete_item", TableName=self.table_name, Key={"PK": {"S": pk}, "SK": {"S": sk}})
 
     def put_many(self, items: list[dict]) -> None:
         """BatchWriteItem in chunks of 25. Like SqliteTable, a later item replaces an earlier one

@@ -51,6 +51,7 @@ class SqliteTable:
         return UserError(f"The job store {self.path} failed ({error}); pass another --job-store sqlite:///PATH.")
 
     def put(self, item: dict, must_not_exist: bool = False, expect: dict | None = None) -> None:
+        """See store/table.py: Table.put. expect: None as a value means the attribute is absent."""
         verb = "INSERT" if must_not_exist else "INSERT OR REPLACE"
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
         try:
@@ -69,6 +70,12 @@ class SqliteTable:
             self.db.execute("COMMIT")
         except sqlite3.IntegrityError:
             raise ItemExists(f"{item['PK']} {item['SK']}") from None
+        except sqlite3.Error as e:
+            raise self._failed(e) from None
+
+    def delete(self, pk: str, sk: str) -> None:
+        try:
+            self.db.execute("DELETE FROM items WHERE PK=? AND SK=?", (pk, sk))
         except sqlite3.Error as e:
             raise self._failed(e) from None
 

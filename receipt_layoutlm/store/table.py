@@ -42,9 +42,14 @@ class Table(Protocol):
 
         must_not_exist: raise ItemExists if an item with that key is stored.
         expect: {attribute: value}: write only if the stored item exists and each attribute
-        equals its value (compare-and-set, e.g. {"status": "pending"} to claim a pending job);
-        else raise ConditionFailed. The check and the write are one atomic step.
+        equals its value, a value of None meaning the attribute is absent (compare-and-set, e.g.
+        {"status": "pending"} to claim a pending job); else raise ConditionFailed. The check and
+        the write are one atomic step.
         """
+        ...
+
+    def delete(self, pk: str, sk: str) -> None:
+        """Remove the item with that key; no error if there is none (e.g. a claimed QueueJob)."""
         ...
 
     def put_many(self, items: list[dict]) -> None:

@@ -136,8 +136,16 @@ class RunFile:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json after the weights and the
+    optimizer, so a checkpoint cut short by a kill lacks it (or holds half of it): skip to the previous one."""
     ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
 
 
 def dir_size(path: Path) -> int:

@@ -8,6 +8,7 @@ transformers), so `layoutlm-cli --help` stays fast.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from ..labels import entity_types
+
+log = logging.getLogger(__name__)
 
 
 class Recorder:
@@ -32,6 +35,21 @@ class Recorder:
     def log(self, level: str, message, exception: str | None = None) -> None:
         if self.store:
             self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
+
+    def heartbeat(self) -> bool:
+        """The job is alive (Job.heartbeat_at, host, pid); True when a cancel was requested. A store that
+        does not answer skips this beat (training goes on); a job claimed by another worker stops it."""
+        from ..store import LeaseLost
+
+        if not self.store:
+            return False
+        try:
+            return self.store.heartbeat(self.job)
+        except LeaseLost:
+            raise
+        except Exception as e:  # noqa: BLE001 - the next beat retries; the lease allows for a few missed
+            log.warning("heartbeat of job %s not recorded: %s", self.job.job_id, e)
+            return False
 
     def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
         if self.store:
@@ -162,10 +180,11 @@ class QuietProgress(ProgressCallback):
 
 
 class StopOnSignal(TrainerCallback):
-    """After a SIGTERM (`stop.requested`), save a checkpoint at the end of the step and stop."""
+    """After a SIGTERM (`stop.requested`) or a cancel request, save a checkpoint at the end of the
+    step and stop. Every logging interval it beats the job's heartbeat and looks for a cancel request."""
 
-    def __init__(self, stop):
-        self.stop = stop
+    def __init__(self, stop, recorder: Recorder):
+        self.stop, self.recorder = stop, recorder
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stop.requested:
@@ -178,6 +197,12 @@ class StopOnSignal(TrainerCallback):
         if self.stop.requested and abs((state.epoch or 0) - round(state.epoch or 0)) > 1e-6:
             control.should_evaluate = False
             control.should_save = False
+
+    def on_log(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.recorder.heartbeat() and not self.stop.requested:
+            self.stop.requested = self.stop.cancelled = True
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class ReceiptTrainer(Trainer):

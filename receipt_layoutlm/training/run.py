@@ -35,6 +35,7 @@ from ..errors import UserError
 from ..labels import entity_types
 from ..metrics import entity_scores
 from ..model import load_model
+from ..store import LeaseLost
 from .artifacts import CLAIM_FILE, OutputDirClaim, RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
 from .collate import Collator
 from .config import TrainConfig, check_config
@@ -102,17 +103,35 @@ class Interrupted(BaseException):
     """
 
 
+class Cancelled(BaseException):
+    """`jobs cancel` asked this run to stop: it saved a checkpoint and ends `cancelled`."""
+
+
 class StopRequest:
-    """The first SIGTERM asks the Trainer to save a checkpoint at the next step and stop;
-    a second one stops at once."""
+    """The first SIGTERM (or a cancel request) asks the Trainer to save a checkpoint at the next step
+    and stop; a second SIGTERM stops at once."""
 
     def __init__(self):
         self.requested = False
+        self.cancelled = False
 
     def __call__(self, signum, frame):
-        if self.requested:
+        if self.requested and not self.cancelled:
             raise Interrupted("received a second SIGTERM")
         self.requested = True
+
+
+def previous_run_of(job_id: str, out: Path, cfg: TrainConfig, overwrite: bool) -> dict | None:
+    """For an existing job: its run.json when `out` holds its earlier attempt (resume), else None
+    after the usual checks (another job's files are refused)."""
+    if (out / "run.json").exists():
+        try:
+            data = RunFile.load(out / "run.json").data
+        except (UserError, ValueError):
+            data = {}
+        if data.get("job_id") == job_id:
+            return data
+    return check_output_dir(out, cfg, False, overwrite)
 
 
 def config_record(cfg: TrainConfig, resume: bool) -> dict:
@@ -151,28 +170,46 @@ def run_training(
     overwrite_output_dir: bool = False,
     say=print,
     aws: AwsSettings | None = None,
+    job=None,
 ) -> dict:
     """Train one job; returns the summary. Raises UserError for problems the user can fix.
 
     store_uri: the job store (None: store.resolve_store_uri()); aws: region and endpoints of
-    the DynamoDB table, the job store and S3.
+    the DynamoDB table, the job store and S3. job: an existing Job to run (a queued job a worker
+    claimed, or `resume`) instead of creating one; its earlier attempt in the output dir, if any,
+    is continued from the latest checkpoint.
     """
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
     claim = OutputDirClaim(out, cfg.job_name).acquire() if is_main else None
     try:
-        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws)
+        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job)
     finally:
         if claim:
             claim.release()
 
 
 def _run(
-    cfg: TrainConfig, out: Path, store_uri, resume: bool, overwrite: bool, say, is_main: bool, aws: AwsSettings | None
+    cfg: TrainConfig,
+    out: Path,
+    store_uri,
+    resume: bool,
+    overwrite: bool,
+    say,
+    is_main: bool,
+    aws: AwsSettings | None,
+    job=None,
 ) -> dict:
-    previous = check_output_dir(out, cfg, resume, overwrite) if is_main else None
-    store = job = run_file = s3 = None
+    previous = None
+    if is_main:
+        if job is not None:
+            previous = previous_run_of(job.job_id, out, cfg, overwrite)
+        else:
+            previous = check_output_dir(out, cfg, resume, overwrite)
+    else:
+        job = None
+    store = run_file = s3 = None
     if is_main:
         from ..store import open_store
 
@@ -182,8 +219,10 @@ def _run(
 
             s3 = S3Sync(cfg.output_s3_uri, cfg.job_name, aws)
             s3.check()
+        if job is not None and s3 and not job.storage:
+            job.storage = s3.storage
         if previous:
-            job = store.get_job(previous["job_id"])
+            job = job or store.get_job(previous["job_id"])
             if job is None:
                 raise UserError(
                     f"--resume: job {previous['job_id']} of {out}/run.json is not in "
@@ -195,7 +234,7 @@ def _run(
         if previous:
             run_file = RunFile(out / "run.json", previous)
         else:
-            job = store.create_job(
+            job = job or store.create_job(
                 cfg.job_name,
                 config_record(cfg, resume),
                 description=cfg.description,
@@ -213,8 +252,10 @@ def _run(
                 },
             )
             run_file.save()
+        store.heartbeat(job)  # this process runs it now: host, pid, time
     stop = StopRequest()
-    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resume, say, is_main, stop)
+    resuming = resume or bool(previous)
+    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resuming, say, is_main, stop)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
@@ -223,6 +264,14 @@ def _run(
         raise UserError(
             f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
             "Continue it with the same command plus --resume."
+        ) from None
+    except LeaseLost as e:
+        # Declared stale and claimed by another worker: that run owns the job now; record nothing more.
+        raise UserError(f"Training stopped: {e}.") from None
+    except Cancelled as e:
+        run.finish_stopped("cancelled", f"cancelled: {e}")
+        raise UserError(
+            f"Training cancelled on request; job {job.job_id if job else ''} is marked cancelled."
         ) from None
     except UserError as e:
         run.finish_stopped("failed", str(e))
@@ -376,7 +425,7 @@ class TrainingRun:
             disable_tqdm=not self.is_main,
             **precision_flags(cfg.precision),
         )
-        callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop)]
+        callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop, recorder)]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tokenizer = inputs.tokenizer
@@ -401,6 +450,8 @@ class TrainingRun:
         if stop.requested:
             raise Interrupted("received SIGTERM before training started")
         train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if stop.cancelled:
+            raise Cancelled(f"checkpoint-{trainer.state.global_step} saved")
         if stop.requested:
             raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
         return self.finish(train_output, started)
