@@ -20,6 +20,7 @@ import shutil
 import signal
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -243,6 +244,18 @@ def _trainer_class():
     from transformers import Trainer
 
     class ReceiptTrainer(Trainer):
+        def __init__(self, *args, cpu_bf16: bool = False, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cpu_bf16 = cpu_bf16
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+            # bf16 on a CPU autocasts the training forward only. (TrainingArguments(bf16=True, use_cpu=True)
+            # would have accelerate autocast evaluation too.) Evaluation stays fp32, as `predict` runs
+            # best/, so the F1 recorded for a checkpoint is the F1 it gives.
+            if self.cpu_bf16 and self.model.training:
+                return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
+            return super().autocast_smart_context_manager(cache_enabled)
+
         def _get_eval_sampler(self, eval_dataset):
             # Predictions are mapped back to words by example position, so evaluation must
             # keep the dataset's order (transformers 5 length-groups eval batches too).
@@ -306,7 +319,7 @@ def make_stop_callback(stop: StopRequest):
     return StopOnSignal()
 
 
-def config_record(cfg: TrainConfig, resume: bool) -> dict:
+def config_record(cfg: TrainConfig, resume: bool, precision: str) -> dict:
     """The job_config: every flag, plus the software it ran with. Never credentials."""
     import torch
     import transformers
@@ -315,6 +328,7 @@ def config_record(cfg: TrainConfig, resume: bool) -> dict:
     record.update(
         resume=resume,
         output_dir=str(cfg.resolved_output_dir()),
+        precision_resolved=precision,
         environment={
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -326,16 +340,48 @@ def config_record(cfg: TrainConfig, resume: bool) -> dict:
     return record
 
 
-def precision_flags(choice: str) -> dict:
+# x86: AVX512-BF16 (Zen 4+, Cooper Lake) or AMX-BF16 (Sapphire Rapids+); ARM64: the BF16 extension.
+# torch's own "bf16 supported" (mkldnn) also says yes on plain AVX512, where bf16 is emulated and slower.
+NATIVE_BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_native_bf16(capabilities: Mapping | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (from torch.cpu.get_capabilities())."""
+    if capabilities is None:
+        import torch
+
+        capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(feature) for feature in NATIVE_BF16_CPU_FEATURES)
+
+
+def resolve_precision(
+    choice: str, cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None
+) -> str:
+    """--precision -> the one used: fp32, bf16 or fp16. `auto` is bf16 on a GPU that has it (else fp16)
+    and on a CPU with native bf16 (else fp32). The hardware facts are detected unless given."""
     import torch
 
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        cuda_bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        return ("bf16" if cuda_bf16 else "fp16") if choice == "auto" else choice
+    cpu_bf16 = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
     if choice == "auto":
-        if not torch.cuda.is_available():
-            return {}
-        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    if choice in ("fp16", "bf16") and not torch.cuda.is_available():
-        raise UserError(f"--precision {choice} needs a CUDA GPU; use --precision auto or fp32 on CPU.")
-    return {choice: True} if choice != "fp32" else {}
+        return "bf16" if cpu_bf16 else "fp32"
+    if choice == "fp16":
+        raise UserError("--precision fp16 needs a CUDA GPU; use --precision auto or fp32 on CPU.")
+    if choice == "bf16" and not cpu_bf16:
+        raise UserError(
+            "--precision bf16 needs a CUDA GPU or a CPU with native bf16 (AVX512-BF16 or AMX); "
+            "this CPU has neither, so use --precision auto or fp32."
+        )
+    return choice
+
+
+def precision_flags(precision: str, cuda: bool) -> dict:
+    """TrainingArguments for a resolved precision: on a GPU, fp16/bf16 autocast through accelerate.
+    On a CPU, bf16 is the trainer's own autocast of the training forward (ReceiptTrainer)."""
+    return {precision: True} if cuda and precision != "fp32" else {}
 
 
 def run_training(
@@ -343,6 +389,7 @@ def run_training(
 ) -> dict:
     """Train one job; returns the summary. Raises UserError for problems the user can fix."""
     check_config(cfg)
+    precision = resolve_precision(cfg.precision)  # refused here, before a job exists, if unsupported
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
     previous = check_output_dir(out, cfg, resume, overwrite_output_dir) if is_main else None
@@ -370,7 +417,7 @@ def run_training(
         else:
             job = store.create_job(
                 cfg.job_name,
-                config_record(cfg, resume),
+                config_record(cfg, resume, precision),
                 description=cfg.description,
                 priority=cfg.priority,
                 storage=s3.storage if s3 else None,
@@ -385,7 +432,7 @@ def run_training(
     stop = StopRequest()
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop)
+        summary = _train(cfg, recorder, out, previous, say, is_main, holder, stop, precision)
     except (KeyboardInterrupt, Interrupted) as e:
         _finish_stopped(recorder, holder, "interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
         raise UserError(
@@ -441,6 +488,7 @@ def _train(
     is_main: bool,
     holder: dict,
     stop: StopRequest,
+    precision: str,
 ) -> dict:
     import torch
     import transformers
@@ -484,9 +532,10 @@ def _train(
 
     if is_main:
         _record_start(cfg, recorder, data, report, previous)
+        recorder.run_file.update(precision_resolved=precision)
     say(
         f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
-        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
+        f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags, {precision}"
     )
 
     val_true = [s["tags"] for s in val_seqs]
@@ -526,7 +575,7 @@ def _train(
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
         disable_tqdm=not is_main,
-        **precision_flags(cfg.precision),
+        **precision_flags(precision, torch.cuda.is_available()),
     )
     callbacks = [make_callback(recorder, label_list, cfg.epochs), make_stop_callback(stop)]
     if cfg.early_stopping_patience:
@@ -541,6 +590,7 @@ def _train(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+        cpu_bf16=precision == "bf16" and not torch.cuda.is_available(),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
