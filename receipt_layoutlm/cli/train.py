@@ -60,7 +60,14 @@ from .common import _aws_options, _export_aws, _store_uri, console, dynamo_table
 )
 @click.option("--max-seq-length", type=int, default=512, show_default=True)
 @click.option("--window-overlap", type=int, default=128, show_default=True, help="Sub-tokens shared by windows.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on a GPU that has it (else fp16) and on a CPU with native bf16 "
+    "(AVX512-BF16, AMX-BF16, ARM BF16), else fp32. fp16 needs a GPU. See docs/benchmarks.md.",
+)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--save-total-limit", type=int, default=2, show_default=True, help="Checkpoints kept (best kept too).")
 @click.option("--max-steps", type=int, default=-1, help="Stop after this many optimiser steps (smoke tests).")
