@@ -16,7 +16,7 @@ of ours to the old tool's, measured in this one process.
 the same two with torch.compile. Arms take turns for --rounds rounds, so a busy machine
 slows them alike. Prints tokens/s, the ratio to fp32, and the training FLOP/s as a fraction
 of the bf16 and fp32 matmul peaks measured here (an n x n matmul, best of several, before
-and after the arms). Training FLOPs are counted, not estimated: the matmul FLOPs of each
+the arms and after each round). Training FLOPs are counted, not estimated: the matmul FLOPs of each
 batch as run, padding included (2 per multiply-add in every Linear and in attention's
 QK^T and AV; backward twice the forward), checked against torch's FlopCounterMode.
 
@@ -220,8 +220,8 @@ def precision_arms(args, data, tokenizer, model, device):
         for arm in arms:
             arm.step(0, seconds=args.seconds / args.rounds)
             print(f"  round {round_ + 1}: {arm.name:14s} {arm.steps:4d} steps so far", flush=True)
-    for dtype in peaks:  # the machine may have got busier or quieter: keep the best
-        peaks[dtype] = max(peaks[dtype], matmul_peak(dtype, args.matmul_n, device))
+        for dtype in peaks:  # a shared machine gets busier and quieter: the peak is the best seen
+            peaks[dtype] = max(peaks[dtype], matmul_peak(dtype, args.matmul_n, device))
 
     print(
         f"\ndevice {device} ({os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}), model "
