@@ -170,7 +170,7 @@ def load_trained(model_dir: str | Path):
     return tok, model
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd records at all, lighter than no_grad
 def predict_ids(model, examples: list[dict], batch_size: int = 16, device: str | None = None) -> list[list[int]]:
     """Argmax label ids per token for unpadded examples (batched, padded to each batch's longest)."""
     from .training.collate import pad_batch

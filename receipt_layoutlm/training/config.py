@@ -68,7 +68,10 @@ class TrainConfig:
         help="Sub-tokens shared by windows [default: --max-seq-length // 4, resolved when the config is made]."
     )
     precision: str = setting(
-        "auto", choices=PRECISIONS, help="Training precision; auto picks what the device runs well."
+        "auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on a GPU that has it (else fp16) and on a CPU with native bf16 (AVX512-BF16, AMX-BF16, "
+        "ARM BF16), else fp32. fp16 needs a GPU. See docs/benchmarks.md.",
     )
     num_workers: int = setting(0, help="Data loader worker processes.")
     save_total_limit: int = setting(2, help="Checkpoints kept (best kept too).")

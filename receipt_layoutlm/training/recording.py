@@ -206,6 +206,18 @@ class StopOnSignal(TrainerCallback):
 
 
 class ReceiptTrainer(Trainer):
+    def __init__(self, *args, cpu_bf16: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cpu_bf16 = cpu_bf16
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+        # bf16 on a CPU autocasts the training forward only. (TrainingArguments(bf16=True, use_cpu=True)
+        # would have accelerate autocast evaluation too.) Evaluation stays fp32, as `predict` runs
+        # best/, so the F1 recorded for a checkpoint is the F1 it gives.
+        if self.cpu_bf16 and self.model.training:
+            return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
+        return super().autocast_smart_context_manager(cache_enabled)
+
     def _get_eval_sampler(self, eval_dataset):
         # Predictions are mapped back to words by example position, so evaluation must
         # keep the dataset's order (transformers 5 length-groups eval batches too).

@@ -22,6 +22,7 @@ import shutil
 import signal
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,12 +135,14 @@ def previous_run_of(job_id: str, out: Path, cfg: TrainConfig, overwrite: bool) -
     return check_output_dir(out, cfg, False, overwrite)
 
 
-def config_record(cfg: TrainConfig, resume: bool) -> dict:
+def config_record(cfg: TrainConfig, resume: bool, precision: str | None = None) -> dict:
     """The job_config: every flag, plus the software it ran with. Never credentials."""
     record = asdict(cfg)
     record.update(
         resume=resume,
         output_dir=str(cfg.resolved_output_dir()),
+        # Resolved where the job runs; None for a queued job (the worker's run.json records it).
+        precision_resolved=precision,
         environment={
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -151,16 +154,44 @@ def config_record(cfg: TrainConfig, resume: bool) -> dict:
     return record
 
 
-def precision_flags(choice: str) -> dict:
-    import torch
+# x86: AVX512-BF16 (Zen 4+, Cooper Lake) or AMX-BF16 (Sapphire Rapids+); ARM64: the BF16 extension.
+# torch's own "bf16 supported" (mkldnn) also says yes on plain AVX512, where bf16 is emulated and slower.
+NATIVE_BF16_CPU_FEATURES = ("avx512_bf16", "amx_bf16", "bf16")
 
+
+def cpu_has_native_bf16(capabilities: Mapping | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (from torch.cpu.get_capabilities())."""
+    if capabilities is None:
+        capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(feature) for feature in NATIVE_BF16_CPU_FEATURES)
+
+
+def resolve_precision(
+    choice: str, cuda: bool | None = None, cuda_bf16: bool | None = None, cpu_bf16: bool | None = None
+) -> str:
+    """--precision -> the one used: fp32, bf16 or fp16. `auto` is bf16 on a GPU that has it (else fp16)
+    and on a CPU with native bf16 (else fp32). The hardware facts are detected unless given."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        cuda_bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        return ("bf16" if cuda_bf16 else "fp16") if choice == "auto" else choice
+    cpu_bf16 = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
     if choice == "auto":
-        if not torch.cuda.is_available():
-            return {}
-        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    if choice in ("fp16", "bf16") and not torch.cuda.is_available():
-        raise UserError(f"--precision {choice} needs a CUDA GPU; use --precision auto or fp32 on CPU.")
-    return {choice: True} if choice != "fp32" else {}
+        return "bf16" if cpu_bf16 else "fp32"
+    if choice == "fp16":
+        raise UserError("--precision fp16 needs a CUDA GPU; use --precision auto or fp32 on CPU.")
+    if choice == "bf16" and not cpu_bf16:
+        raise UserError(
+            "--precision bf16 needs a CUDA GPU or a CPU with native bf16 (AVX512-BF16 or AMX); "
+            "this CPU has neither, so use --precision auto or fp32."
+        )
+    return choice
+
+
+def precision_flags(precision: str, cuda: bool) -> dict:
+    """TrainingArguments for a resolved precision: on a GPU, fp16/bf16 autocast through accelerate.
+    On a CPU, bf16 is the trainer's own autocast of the training forward (ReceiptTrainer)."""
+    return {precision: True} if cuda and precision != "fp32" else {}
 
 
 def run_training(
@@ -180,11 +211,12 @@ def run_training(
     is continued from the latest checkpoint.
     """
     check_config(cfg)
+    precision = resolve_precision(cfg.precision)  # refused here, before a job exists, if unsupported
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
     claim = OutputDirClaim(out, cfg.job_name).acquire() if is_main else None
     try:
-        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job)
+        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job, precision)
     finally:
         if claim:
             claim.release()
@@ -200,6 +232,7 @@ def _run(
     is_main: bool,
     aws: AwsSettings | None,
     job=None,
+    precision: str = "fp32",
 ) -> dict:
     previous = None
     if is_main:
@@ -236,7 +269,7 @@ def _run(
         else:
             job = job or store.create_job(
                 cfg.job_name,
-                config_record(cfg, resume),
+                config_record(cfg, resume, precision),
                 description=cfg.description,
                 priority=cfg.priority,
                 storage=s3.storage if s3 else None,
@@ -255,7 +288,7 @@ def _run(
         store.heartbeat(job)  # this process runs it now: host, pid, time
     stop = StopRequest()
     resuming = resume or bool(previous)
-    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resuming, say, is_main, stop)
+    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resuming, say, is_main, stop, precision)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
@@ -348,10 +381,20 @@ class TrainingRun:
     stopped early can still write best/ from its best checkpoint."""
 
     def __init__(
-        self, cfg: TrainConfig, recorder: Recorder, inputs: RunInputs, out: Path, resume: bool, say, is_main, stop
+        self,
+        cfg: TrainConfig,
+        recorder: Recorder,
+        inputs: RunInputs,
+        out: Path,
+        resume: bool,
+        say,
+        is_main,
+        stop,
+        precision: str = "fp32",
     ):
         self.cfg, self.recorder, self.inputs, self.out, self.resume = cfg, recorder, inputs, out, resume
         self.say, self.is_main, self.stop = say, is_main, stop
+        self.precision = precision  # resolved: fp32, bf16 or fp16
         self.trainer = None
 
     def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
@@ -382,9 +425,10 @@ class TrainingRun:
         started = time.time()
         if self.is_main:
             _record_start(cfg, recorder, data, inputs.source, self.resume)
+            recorder.run_file.update(precision_resolved=self.precision)
         self.say(
             f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
-            f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
+            f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags, {self.precision}"
         )
 
         def compute_metrics(pred):
@@ -423,7 +467,7 @@ class TrainingRun:
             dataloader_pin_memory=torch.cuda.is_available(),
             ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
             disable_tqdm=not self.is_main,
-            **precision_flags(cfg.precision),
+            **precision_flags(self.precision, torch.cuda.is_available()),
         )
         callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop, recorder)]
         if cfg.early_stopping_patience:
@@ -439,6 +483,7 @@ class TrainingRun:
             compute_metrics=compute_metrics,
             callbacks=callbacks,
             preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+            cpu_bf16=self.precision == "bf16" and not torch.cuda.is_available(),
         )
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
