@@ -1,4 +1,4 @@
-"""`layoutlm-cli`: train, inspect jobs, look at datasets, predict.
+"""`layoutlm-cli`: train, inspect jobs, look at datasets, predict, export.
 
 Every problem the user can fix arrives here as a UserError and is printed as one
 sentence with a non-zero exit code, never a traceback.
@@ -11,7 +11,7 @@ import sys
 import click
 
 from ..errors import UserError
-from . import aws, dataset, jobs, predict, train
+from . import aws, dataset, export, jobs, predict, train
 from .common import err_console
 
 
@@ -34,6 +34,7 @@ cli.add_command(train.train)
 cli.add_command(jobs.jobs)
 cli.add_command(dataset.dataset)
 cli.add_command(predict.predict)
+cli.add_command(export.export)
 aws.register(cli)  # dynamo create-table, dataset import/export
 
 

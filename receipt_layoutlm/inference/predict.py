@@ -1,8 +1,7 @@
-"""Label receipts with a trained model (a run's best/), and score it where labels exist."""
+"""Label receipts with a trained model (a run's best/ or an ONNX export), and score it where labels exist."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
@@ -11,18 +10,14 @@ from ..errors import UserError
 def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, batch_size: int = 16) -> dict:
     from ..labels import entity_types, resolve_allowed_labels
     from ..metrics import entity_scores
-    from ..model import load_trained, predict_ids
     from ..sources import Receipt, Word, load_receipts
     from ..sources.jsonl import write_jsonl
     from ..training.features import build_examples, merge_predictions, sequences
     from ..training.recipe import tag_receipts
+    from .words import load_model_dir, token_ids
 
-    label_map_file = Path(model_dir) / "label_map.json"
-    if not label_map_file.exists():
-        raise UserError(f"{model_dir} has no label_map.json; pass a best/ folder written by `layoutlm-cli train`.")
-    meta = json.loads(label_map_file.read_text())
-    tokenizer, model = load_trained(model_dir)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    loaded = load_model_dir(model_dir)  # ONNX Runtime when the folder holds an ONNX export
+    meta, tokenizer, id2label = loaded.settings, loaded.tokenizer, loaded.id2label
     receipts, _ = load_receipts(spec)
     if not receipts:
         raise UserError(f"The dataset {spec} holds no receipt with words.")
@@ -36,7 +31,7 @@ def predict_receipts(model_dir: Path, spec: str, output: Path | None = None, bat
         seqs, tokenizer, safe, meta.get("max_seq_length", 512), meta.get("window_overlap", 128)
     )
     pred = merge_predictions(
-        predict_ids(model, examples, batch_size), windows, [len(s["texts"]) for s in seqs], id2label
+        token_ids(loaded, examples, batch_size), windows, [len(s["texts"]) for s in seqs], id2label
     )
     summary = {"receipts": len(receipts), "words": sum(len(s["texts"]) for s in seqs)}
     if any(t != "O" for s in seqs for t in s["tags"]):

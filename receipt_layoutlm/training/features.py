@@ -152,21 +152,26 @@ def build_examples(
     return examples, windows
 
 
-def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:
-    """Per-example predicted ids (rows indexable by token position) -> one tag per word.
+def word_sources(windows: list[Window], n_words: list[int]) -> list[list[tuple[int, int] | None]]:
+    """For each word of each sequence, the (example index, token position) its prediction comes from.
 
     For a word present in several windows, keep the window where min(distance to the
     window's first word, distance to its last word) is largest: the most context.
     """
-    best: list[list[tuple[int, int] | None]] = [[None] * n for n in n_words]
-    for row, win in zip(pred_ids, windows):
+    best: list[list[tuple[int, int, int] | None]] = [[None] * n for n in n_words]
+    for example, win in enumerate(windows):
         last = len(win.words) - 1
         for k, (w, pos) in enumerate(win.words):
             context = min(k, last - k)
             current = best[win.sequence][w]
             if current is None or context > current[0]:
-                best[win.sequence][w] = (context, int(row[pos]))
-    tags = []
-    for seq in best:
-        tags.append([id2label.get(c[1], "O") if c is not None else "O" for c in seq])
-    return tags
+                best[win.sequence][w] = (context, example, pos)
+    return [[(c[1], c[2]) if c is not None else None for c in seq] for seq in best]
+
+
+def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:
+    """Per-example predicted ids (rows indexable by token position) -> one tag per word (see word_sources)."""
+    return [
+        [id2label.get(int(pred_ids[s[0]][s[1]]), "O") if s is not None else "O" for s in seq]
+        for seq in word_sources(windows, n_words)
+    ]
