@@ -11,7 +11,7 @@ import sys
 import click
 
 from ..errors import UserError
-from . import aws, dataset, export, jobs, predict, train
+from . import aws, dataset, export, jobs, label, predict, train
 from .common import err_console
 
 
@@ -36,6 +36,7 @@ cli.add_command(dataset.dataset)
 cli.add_command(predict.predict)
 cli.add_command(export.export)
 aws.register(cli)  # dynamo create-table, dataset import/export
+label.register(cli)  # propose, dataset suggest
 
 
 def main():

@@ -132,8 +132,13 @@ def _collect_labels(table: DynamoTable, statuses: tuple[str, ...]) -> dict[tuple
     return wanted
 
 
-def _load_receipt(table: DynamoTable, labels: _Labels, statuses: tuple[str, ...]) -> tuple[Receipt | None, dict]:
-    """One receipt's page size and words (runs in a worker thread; returns its drop counts)."""
+def _load_receipt(
+    table: DynamoTable, labels: _Labels, statuses: tuple[str, ...], word_ids: bool = False
+) -> tuple[Receipt | None, dict]:
+    """One receipt's page size and words (runs in a worker thread; returns its drop counts).
+
+    word_ids: also keep each word's (line id, word id) in `extra["word_ids"]` (for writing labels back).
+    """
     drops: dict[str, int] = {}
 
     def drop(reason: str, n: int = 1) -> None:
@@ -172,7 +177,38 @@ def _load_receipt(table: DynamoTable, labels: _Labels, statuses: tuple[str, ...]
         words=[w for _, _, w in found],
         extra={"source": table.description},
     )
+    if word_ids:
+        receipt.extra["word_ids"] = [(line_id, word_id) for line_id, word_id, _ in found]
     return receipt, drops
+
+
+def load_receipts_by_key(
+    table: DynamoTable, keys: list[tuple[str, int]], max_workers: int = 8
+) -> tuple[list[Receipt], LoadReport]:
+    """Receipts named by (image id, receipt number), every word `O`, with `extra["word_ids"]`; in key order."""
+    report = LoadReport(source=table.description)
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        results = list(pool.map(lambda k: _load_receipt(table, _Labels(k[0], k[1]), (), word_ids=True), keys))
+    receipts = []
+    for receipt, drops in results:
+        for reason, n in drops.items():
+            report.drop(reason.replace("labelled receipt", "receipt"), n)
+        if receipt is not None:
+            receipts.append(receipt)
+    return receipts, report
+
+
+def labelled_receipt_keys(table: DynamoTable, statuses=("VALID",)) -> set[tuple[str, int]]:
+    """(image id, receipt number) of every receipt with a word label of these statuses (one GSI3 query each)."""
+    return set(_collect_labels(table, tuple(statuses)))
+
+
+def receipt_keys(table: DynamoTable) -> list[tuple[str, int]]:
+    """(image id, receipt number) of every Receipt item (GSITYPE `RECEIPT`: Receipt items only), sorted."""
+    keys = []
+    for item in table.query("RECEIPT", index="GSITYPE"):
+        keys.append((item["PK"].removeprefix("IMAGE#"), int(_parse_sk(item["SK"])["RECEIPT"])))
+    return sorted(keys)
 
 
 def _word_label(names: set[str], statuses: tuple[str, ...], drop) -> str:
@@ -272,7 +308,7 @@ def receipt_to_items(receipt: Receipt) -> list[dict]:
             items.append(_word_item(iid, r, ln, w, word, receipt))
             label = canonical_label(word.label)
             if label != "O":
-                items.append(_label_item(iid, r, ln, w, label, receipt, at))
+                items.append(label_item(iid, r, ln, w, label, receipt, at))
     return items
 
 
@@ -357,7 +393,19 @@ def _word_item(iid: str, r: str, ln: str, w: str, word: Word, receipt: Receipt) 
     }
 
 
-def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt, at: str) -> dict:
+def label_item(
+    iid: str,
+    r: str,
+    ln: str,
+    w: str,
+    label: str,
+    receipt: Receipt,
+    at: str,
+    status: str = "VALID",
+    proposed_by: str = "receipt_layoutlm import",
+    reasoning: str | None = None,
+) -> dict:
+    """A ReceiptWordLabel with every key of the spec; import writes VALID ones, propose PENDING ones."""
     if "#" in label or not label:
         raise UserError(
             f"Receipt {receipt.id!r}: label {label!r} cannot be stored in a DynamoDB key; rename it in the dataset."
@@ -372,13 +420,13 @@ def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt,
         "GSI1SK": word_key,
         "GSI2PK": "RECEIPT",
         "GSI2SK": word_key,
-        "GSI3PK": "VALIDATION_STATUS#VALID",
+        "GSI3PK": f"VALIDATION_STATUS#{status}",
         "GSI3SK": f"{word_key}#LABEL#{label}",
         "GSI4PK": base,
         "GSI4SK": f"4_LABEL#{ln}#{w}#{label}",
-        "validation_status": "VALID",
+        "validation_status": status,
         "timestamp_added": at,
-        "reasoning": None,
-        "label_proposed_by": "receipt_layoutlm import",
+        "reasoning": reasoning,
+        "label_proposed_by": proposed_by,
         "label_consolidated_from": None,
     }
