@@ -120,3 +120,19 @@ def fresh_table(aws_env: AwsSettings) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     create_table(name, aws_env)
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_best(tmp_path_factory) -> Path:
+    """best/ of a tiny model trained (3 epochs, demo:40, short windows) so its logits are not ties."""
+    from click.testing import CliRunner
+
+    from receipt_layoutlm.cli import cli
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    args = ["train", "--job-name", "tiny", "--dataset", "demo:40", "--pretrained", "tiny", "--epochs", "3"]
+    args += ["--lr", "1e-3", "--max-seq-length", "64", "--window-overlap", "16", "--output-dir", str(out / "run")]
+    args += ["--job-store", f"sqlite:///{out / 'jobs.db'}"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out / "run" / "best"

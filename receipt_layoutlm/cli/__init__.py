@@ -1,4 +1,4 @@
-"""`layoutlm-cli`: train, inspect jobs, look at datasets, predict, evaluate.
+"""`layoutlm-cli`: train, queue and run jobs, inspect them, look at datasets, predict, evaluate, export, propose.
 
 Every problem the user can fix arrives here as a UserError and is printed as one
 sentence with a non-zero exit code, never a traceback.
@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from ..errors import UserError
-from . import aws, dataset, evaluate, fleet, jobs, predict, train
+from . import aws, dataset, evaluate, export, fleet, jobs, label, predict, train
 from .common import err_console
 
 
@@ -39,7 +39,9 @@ cli.add_command(evaluate.evaluate)
 cli.add_command(fleet.submit)
 cli.add_command(fleet.worker)
 cli.add_command(fleet.resume)
+cli.add_command(export.export)
 aws.register(cli)  # dynamo create-table, dataset import/export
+label.register(cli)  # propose, dataset suggest
 
 
 def main():

@@ -105,19 +105,25 @@ class ReceiptTagger:
     """A trained receipt model with the recipe settings it was trained with."""
 
     def __init__(self, model, tokenizer, settings: dict, batch_size: int = 16, device: str | None = None):
+        """model: a PyTorch token classifier, or an OnnxTokenClassifier (inference/onnx.py)."""
         import torch
 
-        self.model = model.eval()
+        from .onnx import OnnxTokenClassifier
+
+        self.onnx = isinstance(model, OnnxTokenClassifier)
+        self.model = model if self.onnx else model.eval()
         self.tokenizer = tokenizer
-        self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.settings = settings  # label_map.json: label_list, job_id and the recipe settings
+        self.id2label = model.id2label if self.onnx else {int(k): v for k, v in model.config.id2label.items()}
         self.example_unit = settings.get("example_unit", "receipt")
         self.max_seq_length = int(settings.get("max_seq_length", 512))
         self.window_overlap = int(settings.get("window_overlap", 128))
         self.merge_amounts = bool(settings.get("merge_amounts", False))
         self.allowed_labels = list(settings.get("allowed_labels") or [])
         self.batch_size = batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        self.device = "cpu" if self.onnx else device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not self.onnx:
+            self.model.to(self.device)
 
     @property
     def labels(self) -> list[str]:
@@ -125,9 +131,13 @@ class ReceiptTagger:
         return [t[2:] for t in self.id2label.values() if t.startswith("B-")]
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, batch_size: int = 16, device: str | None = None) -> ReceiptTagger:
-        """Load a best/ folder written by `layoutlm-cli train` (model, tokenizer, label_map.json)."""
-        from ..model import load_trained
+    def from_pretrained(
+        cls, model_dir: str | Path, batch_size: int = 16, device: str | None = None, onnx_precision: str = "auto"
+    ) -> ReceiptTagger:
+        """Load a best/ folder written by `layoutlm-cli train` (model, tokenizer, label_map.json), or a folder
+        written by `layoutlm-cli export --onnx`: then ONNX Runtime runs it (`onnx_precision` auto|fp32|int8)."""
+        from ..model import load_tokenizer, load_trained
+        from .onnx import OnnxTokenClassifier, is_onnx_dir
 
         path = Path(model_dir).expanduser()
         if not path.is_dir():
@@ -143,6 +153,11 @@ class ReceiptTagger:
             label_list = settings["label_list"]
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{label_map} is not a label map written by training; re-copy the best/ folder.") from None
+        if is_onnx_dir(path):
+            runner = OnnxTokenClassifier(path, onnx_precision)
+            if [runner.id2label[i] for i in range(len(runner.id2label))] != list(label_list):
+                raise UserError(f"{path}: label_map.json and the ONNX config disagree on the labels; export again.")
+            return cls(runner, load_tokenizer(path), settings, batch_size=batch_size)
         try:
             tokenizer, model = load_trained(path)
         except UserError:
@@ -200,13 +215,21 @@ class ReceiptTagger:
         return results
 
     def score_examples(self, examples: list[dict]) -> tuple[list[list[int]], list[list[float]]]:
-        """Per example and token: the argmax label id and its softmax probability (batched by length)."""
+        """Per example and token: the argmax label id and its softmax probability."""
+        probs = self.token_probs(examples)
+        return [p.argmax(-1).tolist() for p in probs], [p.max(-1).tolist() for p in probs]
+
+    def token_probs(self, examples: list[dict]) -> list:
+        """Per example, the label probabilities of each token (numpy [tokens, labels]), batched by length."""
+        if self.onnx:
+            from .onnx import predict_probs
+
+            return predict_probs(self.model, examples, self.batch_size)
         import torch
 
         from ..training.collate import pad_batch
 
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-        ids: list = [None] * len(examples)
         probs: list = [None] * len(examples)
         with torch.inference_mode():
             for k in range(0, len(order), self.batch_size):
@@ -216,7 +239,7 @@ class ReceiptTagger:
                     pad_token_id=self.model.config.pad_token_id or 0,
                 )
                 logits = self.model(**{key: v.to(self.device) for key, v in batch.items()}).logits
-                best_p, best_id = logits.float().softmax(-1).max(-1)
-                for i, row_id, row_p in zip(idx, best_id.tolist(), best_p.tolist()):
-                    ids[i], probs[i] = row_id, row_p
-        return ids, probs
+                rows = logits.float().softmax(-1).cpu().numpy()
+                for row, i in zip(rows, idx):
+                    probs[i] = row[: len(examples[i]["input_ids"])]
+        return probs

@@ -265,8 +265,12 @@ def _build_receipt(
     labels: dict[tuple[int, int], set[str]],
     statuses: tuple[str, ...],
     table: DynamoTable,
+    word_ids: bool = False,
 ) -> tuple[Receipt | None, dict]:
-    """One receipt's words with their labels, and its drop counts."""
+    """One receipt's words with their labels, and its drop counts.
+
+    word_ids: also keep each word's (line id, word id) in `extra["word_ids"]` (for writing labels back).
+    """
     drops: dict[str, int] = {}
 
     def drop(reason: str, n: int = 1) -> None:
@@ -297,7 +301,44 @@ def _build_receipt(
         words=[w for _, _, w in found],
         extra={"source": table.description},
     )
+    if word_ids:
+        receipt.extra["word_ids"] = [(line_id, word_id) for line_id, word_id, _ in found]
     return receipt, drops
+
+
+def load_receipts_by_key(
+    table: DynamoTable, keys: list[tuple[str, int]], max_workers: int = 8
+) -> tuple[list[Receipt], LoadReport]:
+    """Receipts named by (image id, receipt number), every word `O`, with `extra["word_ids"]`; in key order."""
+    report = LoadReport(source=table.description)
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        fetched = list(pool.map(lambda key: _fetch_receipt(table, *key), keys))
+    receipts = []
+    for key, one in zip(keys, fetched, strict=True):
+        receipt, drops = _build_receipt(key, one, {}, (), table, word_ids=True)
+        for reason, n in drops.items():
+            report.drop(reason.replace("labelled receipt", "receipt"), n)
+        if receipt is not None:
+            receipts.append(receipt)
+    return receipts, report
+
+
+def labelled_receipt_keys(table: DynamoTable, statuses=("VALID",)) -> set[tuple[str, int]]:
+    """(image id, receipt number) of every receipt with a word label of these statuses (the GSI3 label query)."""
+    return {
+        receipt
+        for status in statuses
+        for lo, hi in LABEL_RANGES
+        for receipt, _, _ in _labels(table, status.strip().upper(), lo, hi)
+    }
+
+
+def receipt_keys(table: DynamoTable) -> list[tuple[str, int]]:
+    """(image id, receipt number) of every Receipt item (GSITYPE `RECEIPT`: Receipt items only), sorted."""
+    keys = []
+    for item in table.query("RECEIPT", index="GSITYPE"):
+        keys.append((item["PK"].removeprefix("IMAGE#"), int(_parse_sk(item["SK"])["RECEIPT"])))
+    return sorted(keys)
 
 
 def _word_label(names: set[str], statuses: tuple[str, ...], drop) -> str:
@@ -413,7 +454,7 @@ def receipt_to_items(receipt: Receipt) -> list[dict]:
             items.append(_word_item(iid, r, ln, w, word, receipt))
             label = canonical_label(word.label)
             if label != "O":
-                items.append(_label_item(iid, r, ln, w, label, receipt, at))
+                items.append(label_item(iid, r, ln, w, label, receipt, at))
     return items
 
 
@@ -498,7 +539,19 @@ def _word_item(iid: str, r: str, ln: str, w: str, word: Word, receipt: Receipt) 
     }
 
 
-def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt, at: str) -> dict:
+def label_item(
+    iid: str,
+    r: str,
+    ln: str,
+    w: str,
+    label: str,
+    receipt: Receipt,
+    at: str,
+    status: str = "VALID",
+    proposed_by: str = "receipt_layoutlm import",
+    reasoning: str | None = None,
+) -> dict:
+    """A ReceiptWordLabel with every key of the spec; import writes VALID ones, propose PENDING ones."""
     if "#" in label or not label:
         raise UserError(
             f"Receipt {receipt.id!r}: label {label!r} cannot be stored in a DynamoDB key; rename it in the dataset."
@@ -513,13 +566,13 @@ def _label_item(iid: str, r: str, ln: str, w: str, label: str, receipt: Receipt,
         "GSI1SK": word_key,
         "GSI2PK": "RECEIPT",
         "GSI2SK": word_key,
-        "GSI3PK": "VALIDATION_STATUS#VALID",
+        "GSI3PK": f"VALIDATION_STATUS#{status}",
         "GSI3SK": f"{word_key}#LABEL#{label}",
         "GSI4PK": base,
         "GSI4SK": f"4_LABEL#{ln}#{w}#{label}",
-        "validation_status": "VALID",
+        "validation_status": status,
         "timestamp_added": at,
-        "reasoning": None,
-        "label_proposed_by": "receipt_layoutlm import",
+        "reasoning": reasoning,
+        "label_proposed_by": proposed_by,
         "label_consolidated_from": None,
     }

@@ -397,6 +397,20 @@ class TrainingRun:
         self.precision = precision  # resolved: fp32, bf16 or fp16
         self.trainer = None
 
+    def model_settings(self, best_f1) -> dict:
+        """What best/label_map.json carries besides the labels: prediction windows and scores receipts
+        as this run did, and a proposal names the job it came from (also for a run stopped early)."""
+        cfg, job = self.cfg, self.recorder.job
+        return {
+            "best_f1": best_f1,
+            "job_id": job.job_id if job else None,
+            "example_unit": cfg.example_unit,
+            "max_seq_length": cfg.max_seq_length,
+            "window_overlap": cfg.window_overlap,
+            "merge_amounts": cfg.merge_amounts,
+            "allowed_labels": cfg.allowed_labels,
+        }
+
     def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
         """A run that did not finish still leaves its best model, its reason and its status."""
         recorder, trainer = self.recorder, self.trainer
@@ -410,7 +424,7 @@ class TrainingRun:
                     Path(trainer.args.output_dir) / "best",
                     self.inputs.tokenizer,
                     self.inputs.data.label_list,
-                    {"best_f1": trainer.state.best_metric},
+                    self.model_settings(trainer.state.best_metric),
                 )
         recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
         recorder.status(status, message=message[:500])
@@ -503,7 +517,7 @@ class TrainingRun:
 
     def finish(self, train_output, started: float) -> dict:
         """Results from the evaluations, best/ from the best weights, the job marked succeeded."""
-        cfg, recorder, trainer, label_list = self.cfg, self.recorder, self.trainer, self.inputs.data.label_list
+        recorder, trainer, label_list = self.recorder, self.trainer, self.inputs.data.label_list
         state = trainer.state
         evals = [h for h in state.log_history if "eval_f1" in h]
         if not evals:
@@ -531,15 +545,7 @@ class TrainingRun:
                 trainer.model,
                 self.inputs.tokenizer,
                 label_list,
-                {
-                    "best_f1": results["best_f1"],
-                    "job_id": recorder.job.job_id,
-                    "example_unit": cfg.example_unit,
-                    "max_seq_length": cfg.max_seq_length,
-                    "window_overlap": cfg.window_overlap,
-                    "merge_amounts": cfg.merge_amounts,
-                    "allowed_labels": cfg.allowed_labels,
-                },
+                self.model_settings(results["best_f1"]),
             )
             recorder.upload(
                 best_dir,
