@@ -144,13 +144,13 @@ def checkpoint_metric_value(scores: dict, name: str) -> float:
 def score_checkpoints(run_dir: Path, receipts, batch_size: int = 16, say=lambda *_: None) -> list[dict]:
     """Every checkpoint-* of a run, and its best/, scored on `receipts` with the run's recipe settings;
     each row carries the F1 the run recorded at that step, to compare."""
+    import transformers
+
     from ..metrics import entity_scores
     from ..model import load_trained
     from ..training.artifacts import RunFile
     from .predict import reference_tags
     from .tagger import ReceiptTagger
-
-    import transformers
 
     transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint otherwise
     run = RunFile.load(run_dir / "run.json").data
