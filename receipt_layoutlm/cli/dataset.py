@@ -93,6 +93,18 @@ def dataset_stats(aws, as_json, **settings):
                 f" -> {t['ratio_after']:.2f} with --o-entity-ratio {cfg.o_entity_ratio} ({t['lines_dropped']} lines)"
             )
         console.print(line)
+    split = data.split
+    if split["by"] == "val_keys":
+        console.print(
+            f"validation pinned by --val-keys (sha256 {split['val_keys_sha256'][:12]}); "
+            f"{split['val_keys_not_in_data']} of {split['val_keys_count']} ids are not in the data",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"split by {split['by']}: {split['groups']['train']} train / {split['groups']['val']} val groups",
+            highlight=False,
+        )
     for reason, n in data.dropped.items():
         console.print(f"dropped {n}: {reason}")
 

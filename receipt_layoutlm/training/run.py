@@ -431,6 +431,11 @@ class TrainingRun:
             f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
             f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags"
         )
+        if data.split.get("val_keys_not_in_data"):
+            self.say(
+                f"--val-keys: {data.split['val_keys_not_in_data']} of {data.split['val_keys_count']} ids "
+                "are not in the data (ignored)"
+            )
 
         def compute_metrics(pred):
             val_true = inputs.val_true
