@@ -204,3 +204,24 @@ def test_val_keys_checkpoint_metric_and_all_checkpoints(env):
     # A metric naming a label the run does not learn is refused before any job exists.
     one_sentence_error(train(env, "bad", data, "--checkpoint-metric", "macro:DATE,NOPE"), "NOPE")
     assert store.jobs_by_name("bad") == []
+
+
+def test_val_keys_from_s3(aws_env, tmp_path):
+    import boto3
+
+    from receipt_layoutlm.training.data import read_val_keys
+
+    s3 = boto3.client("s3", endpoint_url=aws_env.s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="keys-bucket")
+    s3.put_object(Bucket="keys-bucket", Key="eval/val.json", Body=json.dumps(["demo-00003", "demo-00004"]).encode())
+    keys = read_val_keys("s3://keys-bucket/eval/val.json", aws_env)
+    assert (
+        keys.ids == ["demo-00003", "demo-00004"] and keys.sha256 == parse_val_keys("demo-00004\ndemo-00003", "").sha256
+    )
+    shown = run("dataset", "stats", "--dataset", "demo:10", "--val-keys", "s3://keys-bucket/eval/val.json", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["val"]["receipts"] == 2
+    one_sentence_error(
+        run("dataset", "stats", "--dataset", "demo:10", "--val-keys", "s3://keys-bucket/eval/nope.txt"),
+        "no such object",
+    )
