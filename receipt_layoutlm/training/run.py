@@ -67,7 +67,8 @@ def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
         if previous.get("job_name") != cfg.job_name:
             raise UserError(f"--resume: {out} belongs to job {previous.get('job_name')!r}, not {cfg.job_name!r}.")
         recorded = previous.get("config") or {}
-        for flag, key in (("--dataset", "dataset"), ("--dynamo-table", "dynamo_table")):
+        same = ("dataset", "dynamo_table", "split_by", "val_keys", "checkpoint_metric")  # validation stays as it was
+        for flag, key in (("--" + k.replace("_", "-"), k) for k in same):
             if key in recorded and recorded[key] != getattr(cfg, key):
                 raise UserError(
                     f"--resume: job {cfg.job_name!r} was trained with {flag} {recorded[key]!r}, not "
