@@ -150,3 +150,22 @@ def test_evaluate_a_job_on_an_imported_dataset(env):
         "GRAND_TOTAL": 2,
     }
     assert data["dropped_by_reader"] == {"sroie address value not found in the OCR lines": 1}
+
+
+def test_per_receipt_writes_a_review_queue_of_confident_false_positives(env):
+    model = make_model_dir(env / "best")
+    out = env / "errors.jsonl"
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--model", str(model), "--dataset", "demo:6", "--per-receipt", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "review queue" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    queue = [json.loads(line) for line in (env / "errors.review.jsonl").read_text().splitlines()]
+    # Every spurious or confused entity of every receipt, once, most confident first.
+    expected = sorted(
+        (r["id"], k, tuple(e["words"]), e["confidence"]) for r in rows for k in ("spurious", "confused") for e in r[k]
+    )
+    assert queue and sorted((q["id"], q["kind"], tuple(q["words"]), q["confidence"]) for q in queue) == expected
+    confidences = [q["confidence"] for q in queue]
+    assert confidences == sorted(confidences, reverse=True)

@@ -29,6 +29,8 @@ def dataset():
         "allowed_labels",
         "o_entity_ratio",
         "val_ratio",
+        "split_by",
+        "val_keys",
         "seed",
     )
 )
@@ -36,7 +38,7 @@ def dataset():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dataset_stats(aws, as_json, **settings):
     """Receipts, words and labels before/after merges and the whitelist, and the O:entity ratio."""
-    from ..training.data import load_source, prepare_data
+    from ..training.data import load_source, prepare_data, read_val_keys
 
     cfg = train_config(settings, job_name="stats")
     if cfg.dataset is None and not cfg.dynamo_table:
@@ -52,6 +54,8 @@ def dataset_stats(aws, as_json, **settings):
         val_ratio=cfg.val_ratio,
         o_entity_ratio=cfg.o_entity_ratio,
         seed=cfg.seed,
+        split_by=cfg.split_by,
+        val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
     )
     c = data.counts
     stats = {
@@ -63,6 +67,7 @@ def dataset_stats(aws, as_json, **settings):
         "label_list": data.label_list,
         "train": c["train"],
         "val": c["val"],
+        "split": data.split,
         "thinning": data.thinning,
         "dropped_by_reader": data.dropped,
     }
@@ -88,6 +93,18 @@ def dataset_stats(aws, as_json, **settings):
                 f" -> {t['ratio_after']:.2f} with --o-entity-ratio {cfg.o_entity_ratio} ({t['lines_dropped']} lines)"
             )
         console.print(line)
+    split = data.split
+    if split["by"] == "val_keys":
+        console.print(
+            f"validation pinned by --val-keys (sha256 {split['val_keys_sha256'][:12]}); "
+            f"{split['val_keys_not_in_data']} of {split['val_keys_count']} ids are not in the data",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"split by {split['by']}: {split['groups']['train']} train / {split['groups']['val']} val groups",
+            highlight=False,
+        )
     for reason, n in data.dropped.items():
         console.print(f"dropped {n}: {reason}")
 

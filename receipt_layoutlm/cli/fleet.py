@@ -24,16 +24,17 @@ from .options import train_config, train_options
 QUEUE_HELP = "Queue name (a Queue item in the job store)."
 
 
-def check_submittable(cfg, aws) -> None:
+def check_submittable(cfg, aws) -> dict | None:
     """Everything `train` would refuse, refused now, before the job is written: flags, labels, and that
-    the data can be read and gives something to train on."""
+    the data can be read and gives something to train on. Returns the split of a --dataset."""
     from ..training.config import check_config
-    from ..training.data import load_source, prepare_data
+    from ..training.data import load_source, prepare_data, read_val_keys
 
     check_config(cfg)
+    split = None
     if cfg.dataset is not None:
         receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
-        prepare_data(
+        split = prepare_data(
             receipts,
             report,
             merge_amounts=cfg.merge_amounts,
@@ -41,7 +42,9 @@ def check_submittable(cfg, aws) -> None:
             val_ratio=cfg.val_ratio,
             o_entity_ratio=cfg.o_entity_ratio,
             seed=cfg.seed,
-        )
+            split_by=cfg.split_by,
+            val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
+        ).split
     else:
         from ..store.dynamodb import DynamoTable
 
@@ -50,6 +53,7 @@ def check_submittable(cfg, aws) -> None:
         from ..s3 import S3Sync
 
         S3Sync(cfg.output_s3_uri, cfg.job_name, aws).check()
+    return split
 
 
 @click.command()
@@ -65,12 +69,12 @@ def submit(job_store, aws, queue, **settings):
     from ..training.run import config_record
 
     cfg = train_config(settings)
-    check_submittable(cfg, aws)
+    split = check_submittable(cfg, aws)
     store = open_store(resolve_store_uri(job_store, cfg.dynamo_table), aws)
     job = submit_job(
         store,
         cfg.job_name,
-        config_record(cfg, resume=False),
+        config_record(cfg, resume=False, split=split),
         queue,
         description=cfg.description,
         priority=cfg.priority,

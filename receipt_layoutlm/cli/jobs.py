@@ -65,6 +65,8 @@ def jobs_list(status, as_json, store):
 @with_store
 def jobs_show(ref, as_json, store):
     """One job (by id or name, newest of that name): config, results and per-epoch scores."""
+    from ..inference.contract import describe_validation, validation_of
+
     job = store.resolve(ref)
     per_epoch = epoch_table(store.metrics(job.job_id))
     if as_json:
@@ -72,6 +74,7 @@ def jobs_show(ref, as_json, store):
             json.dumps(
                 {
                     **job.as_dict(),
+                    "validation": validation_of(job),
                     "epochs": per_epoch,
                     "status_history": [
                         {k: s.get(k) for k in ("status", "updated_at", "message")}
@@ -105,12 +108,21 @@ def jobs_show(ref, as_json, store):
         "merge_amounts",
         "allowed_labels",
         "early_stopping_patience",
+        "checkpoint_metric",
         "example_unit",
         "seed",
     )
     console.print("config: " + ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) not in (None, [], "")))
+    groups = cfg.get("split_groups")
+    console.print(
+        f"validated on: {describe_validation(job)}"
+        + (f" ({groups['train']} train / {groups['val']} val groups)" if groups else ""),
+        highlight=False,
+    )
     if job.results:
         r = job.results
+        if r.get("best_metric_name", "val_f1") != "val_f1":
+            console.print(f"best {r['best_metric_name']} {r['best_metric']:.4f} chose the checkpoint", highlight=False)
         console.print(
             f"best val F1 {r.get('best_f1', 0):.4f} at epoch {r.get('best_epoch')}, "
             f"runtime {r.get('train_runtime')} s, best/ at {r.get('best_dir')}"

@@ -34,5 +34,10 @@ def train(job_store, aws, resume, overwrite_output_dir, **settings):
         console.print(
             f"best val F1 {summary['best_f1']:.4f} (P {summary['best_precision']:.4f}, "
             f"R {summary['best_recall']:.4f}) at epoch {summary['best_epoch']}"
+            + (
+                f", chosen by {summary['best_metric_name']} {summary['best_metric']:.4f}"
+                if summary["best_metric_name"] != "val_f1"
+                else ""
+            )
         )
         console.print(f"best model: {summary['best_dir']}")

@@ -9,6 +9,7 @@ and are listed under `unknown_labels`, never dropped.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
@@ -72,6 +73,14 @@ def evaluate_predictions(receipts, true_tags: list[list[str]], predictions, mode
             matrix[index[t[2:] if t != "O" else "O"]][index[w.label]] += 1
     per_receipt = [receipt_errors(r, t, p) for r, t, p in zip(receipts, true_tags, predictions)]
     worst = sorted(per_receipt, key=lambda e: (-e["errors"], -e["word_errors"], e["id"]))[:10]
+    # False positives (spurious or wrongly labelled entities), most confident first: the labels to check.
+    queue = [
+        {"id": e["id"], "kind": kind, **item}
+        for e in per_receipt
+        for kind in ("spurious", "confused")
+        for item in e[kind]
+    ]
+    queue.sort(key=lambda q: (-q["confidence"], q["id"], q["words"][0]))
     return {
         "receipts": len(receipts),
         "words": sum(len(r.words) for r in receipts),
@@ -83,6 +92,7 @@ def evaluate_predictions(receipts, true_tags: list[list[str]], predictions, mode
         "worst_receipts": [e for e in worst if e["errors"] or e["word_errors"]],
         "unknown_labels": unknown,
         "per_receipt": per_receipt,
+        "review_queue": queue,
     }
 
 
@@ -98,3 +108,78 @@ def evaluate_model(tagger, receipts) -> dict:
         labels_after=counts["labels_after"],
     )
     return result
+
+
+# --- evaluate --all-checkpoints --------------------------------------------------------
+def run_dir_of(model_ref, open_store=None) -> Path:
+    """A run's output folder (the one holding run.json) from a folder, its best/, or a job name/id."""
+    from ..errors import UserError
+
+    path = Path(model_ref).expanduser()
+    for candidate in (path, path.parent):
+        if path.exists() and (candidate / "run.json").is_file():
+            return candidate
+    if path.exists() or open_store is None:
+        raise UserError(f"--all-checkpoints: {model_ref} holds no run.json; pass a run's output folder or a job.")
+    job = open_store().resolve(str(model_ref))
+    out = Path((job.job_config or {}).get("output_dir") or "")
+    if not (out / "run.json").is_file():
+        raise UserError(
+            f"--all-checkpoints: the checkpoints of job {job.name} are not on this machine ({out or 'no output_dir'}); "
+            "run evaluate where it trained, or pass its output folder."
+        )
+    return out
+
+
+def checkpoint_metric_value(scores: dict, name: str) -> float:
+    """A --checkpoint-metric (val_f1, label_X_f1, macro:A,B) from entity_scores' keys."""
+    from ..training.config import checkpoint_metric_labels
+
+    labels = checkpoint_metric_labels(name)
+    if name == "val_f1":
+        return scores["f1"]
+    return sum(scores[f"label_{t}_f1"] for t in labels) / len(labels)
+
+
+def score_checkpoints(run_dir: Path, receipts, batch_size: int = 16, say=lambda *_: None) -> list[dict]:
+    """Every checkpoint-* of a run, and its best/, scored on `receipts` with the run's recipe settings;
+    each row carries the F1 the run recorded at that step, to compare."""
+    import transformers
+
+    from ..metrics import entity_scores
+    from ..model import load_trained
+    from ..training.artifacts import RunFile
+    from .predict import reference_tags
+    from .tagger import ReceiptTagger
+
+    transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint otherwise
+    run = RunFile.load(run_dir / "run.json").data
+    cfg = run.get("config") or {}
+    metric_name = cfg.get("checkpoint_metric", "val_f1")
+    recorded = {e["step"]: e for e in run.get("epoch_metrics", [])}
+    best_step = (run.get("summary") or {}).get("best_step")
+    dirs = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    dirs += [run_dir / "best"] if (run_dir / "best" / "config.json").is_file() else []
+    rows = []
+    for d in dirs:
+        say(f"scoring {d.name}")
+        tokenizer, model = load_trained(d)
+        tagger = ReceiptTagger(model, tokenizer, cfg, batch_size=batch_size)
+        true, _ = reference_tags(tagger, receipts)
+        scores = entity_scores(true, [p.tags for p in tagger.predict_receipts(receipts)], tagger.labels)
+        step = best_step if d.name == "best" else int(d.name.split("-")[-1])
+        entry = recorded.get(step, {})
+        rows.append(
+            {
+                "checkpoint": d.name,
+                "step": step,
+                "epoch": entry.get("epoch"),
+                "f1": scores["f1"],
+                "precision": scores["precision"],
+                "recall": scores["recall"],
+                "metric_name": metric_name,
+                "metric": checkpoint_metric_value(scores, metric_name),
+                "recorded_f1": entry.get("val_f1"),
+            }
+        )
+    return rows

@@ -13,6 +13,7 @@ from ..store import PRIORITIES
 # (tests/test_train_options.py checks they agree).
 DEFAULT_PRETRAINED = "microsoft/layoutlm-base-uncased"
 EXAMPLE_UNITS = ("receipt", "line")
+SPLIT_BY = ("receipt", "merchant")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -55,8 +56,22 @@ class TrainConfig:
     o_entity_ratio: float | None = setting(help="Thin all-O lines of the training split to about R x entity words.")
     merge_amounts: bool = setting(False, help="LINE_TOTAL, SUBTOTAL, TAX, GRAND_TOTAL become AMOUNT.")
     allowed_labels: list[str] = setting([], flag="--allowed-label", help="Keep only these labels (repeatable).")
-    early_stopping_patience: int | None = setting(help="Stop after N evaluations without a better val F1.")
-    val_ratio: float = setting(0.1, help="Fraction of receipts held out for validation (split by receipt id).")
+    early_stopping_patience: int | None = setting(help="Stop after N evaluations without a better --checkpoint-metric.")
+    val_ratio: float = setting(0.1, help="Fraction of receipts (or merchants, see --split-by) held out for validation.")
+    split_by: str = setting(
+        "receipt",
+        choices=SPLIT_BY,
+        help="Hold out whole receipts, or whole merchants (the JSONL `group` field, else the MERCHANT_NAME words), "
+        "so no merchant's template is on both sides.",
+    )
+    val_keys: str | None = setting(
+        help="FILE or s3://bucket/key of receipt ids (one per line, or a JSON list) that are the validation set."
+    )
+    checkpoint_metric: str = setting(
+        "val_f1",
+        help="Metric choosing best/ and early stopping: val_f1, one label's F1 (label_DATE_f1) "
+        "or the macro F1 of labels (macro:DATE,TIME,AMOUNT).",
+    )
     seed: int = setting(42, help="Seed of the split, the thinning and training.")
     example_unit: str = setting(
         "receipt",
@@ -128,4 +143,25 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(
             f"--max-steps must be a positive number of optimiser steps, or -1 for no limit; got {cfg.max_steps}."
         )
+    if cfg.val_keys is not None and cfg.split_by != "receipt":
+        raise UserError(
+            f"--val-keys pins the validation receipts, so --split-by {cfg.split_by} has nothing to decide; drop one."
+        )
+    checkpoint_metric_labels(cfg.checkpoint_metric)
     resolve_allowed_labels(cfg.allowed_labels, cfg.merge_amounts)
+
+
+def checkpoint_metric_labels(name: str) -> list[str]:
+    """The labels a --checkpoint-metric scores ([] for val_f1); refuses a malformed name."""
+    if name == "val_f1":
+        return []
+    if name.startswith("label_") and name.endswith("_f1") and len(name) > len("label__f1"):
+        return [name[len("label_") : -len("_f1")]]
+    if name.startswith("macro:"):
+        labels = [t.strip().upper() for t in name[len("macro:") :].split(",") if t.strip()]
+        if labels:
+            return labels
+    raise UserError(
+        f"--checkpoint-metric {name!r} is not val_f1, label_<LABEL>_f1 (e.g. label_DATE_f1) "
+        "or macro:<LABEL>,<LABEL>,... (e.g. macro:DATE,TIME,AMOUNT)."
+    )

@@ -5,11 +5,22 @@ Shared by `train`, `dataset stats` and bench/; every setting comes as an argumen
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UserError
 from ..labels import resolve_allowed_labels
-from .recipe import TaggedReceipt, build_label_list, split_counts, split_ids, tag_receipts, thin_o_lines
+from .recipe import (
+    TaggedReceipt,
+    build_label_list,
+    merchant_group,
+    split_counts,
+    split_groups,
+    tag_receipts,
+    thin_o_lines,
+)
 
 
 @dataclass
@@ -20,6 +31,67 @@ class PreparedData:
     counts: dict
     thinning: dict
     dropped: dict
+    split: dict  # how the validation receipts were chosen (recorded in run.json and the job_config)
+
+
+@dataclass
+class ValKeys:
+    """--val-keys: the receipt ids that are the validation set, where they came from and their hash."""
+
+    source: str
+    ids: list[str]
+
+    @property
+    def sha256(self) -> str:
+        """Of the sorted unique ids, one per line: the same keys give the same hash whatever the file's format."""
+        return hashlib.sha256("\n".join(sorted(set(self.ids))).encode()).hexdigest()
+
+
+def parse_val_keys(text: str, source: str) -> ValKeys:
+    """A JSON list of ids, or one id per line (blank lines ignored)."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            ids = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"--val-keys {source}: bad JSON list ({e.msg}); write a JSON list or one id per line."
+            ) from None
+        if not all(isinstance(i, str) and i for i in ids):
+            raise UserError(f"--val-keys {source}: the JSON list must hold receipt ids as non-empty strings.")
+    else:
+        ids = [line.strip() for line in stripped.splitlines() if line.strip()]
+    if not ids:
+        raise UserError(f"--val-keys {source} holds no receipt id; write one id per line or a JSON list.")
+    return ValKeys(source, ids)
+
+
+def read_val_keys(ref: str, aws=None) -> ValKeys:
+    """--val-keys FILE or s3://bucket/key (aws: the AwsSettings saying where S3 is)."""
+    if ref.startswith("s3://"):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from ..s3 import S3Sync
+
+        s3 = S3Sync(ref, "", aws)
+        try:
+            body = s3.client.get_object(Bucket=s3.bucket, Key=s3.prefix)["Body"].read()
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+                raise UserError(f"--val-keys {ref}: no such object in the bucket; check the key.") from None
+            raise s3._explain(e) from None
+        except BotoCoreError as e:
+            raise s3._explain(e) from None
+    else:
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise UserError(f"--val-keys {ref}: no such file; pass a file of receipt ids or s3://bucket/key.")
+        body = path.read_bytes()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"--val-keys {ref} is not UTF-8 text; write one receipt id per line.") from None
+    return parse_val_keys(text, ref)
 
 
 def load_source(dataset: str | None, dynamo_table: str | None, label_status=("VALID",), seed: int = 42, aws=None):
@@ -43,14 +115,17 @@ def prepare_data(
     val_ratio: float = 0.1,
     o_entity_ratio: float | None = None,
     seed: int = 42,
+    split_by: str = "receipt",
+    val_keys: ValKeys | None = None,
 ) -> PreparedData:
-    """Tags, label list, the seeded split and O-line thinning, with the counts a run records."""
+    """Tags, label list, the split (seeded by receipt or merchant, or pinned by val_keys) and O-line
+    thinning, with the counts a run records."""
     if not receipts:
         raise UserError(f"The dataset {report.source} holds no receipt with words; check the file or table.")
     allowed = resolve_allowed_labels(list(allowed_labels), merge_amounts)
     tagged, label_counts = tag_receipts(receipts, merge_amounts, allowed)
     label_list = build_label_list(tagged)
-    train_ids, val_ids = split_ids([r.id for r in tagged], val_ratio, seed)
+    split, val_ids = choose_split(receipts, val_ratio, seed, split_by, val_keys)
     val_set = set(val_ids)
     train = [r for r in tagged if r.id not in val_set]
     val = [r for r in tagged if r.id in val_set]
@@ -62,4 +137,42 @@ def prepare_data(
         "val": split_counts(val),
         "val_receipt_ids": val_ids,
     }
-    return PreparedData(label_list, train, val, counts, thinning, report.dropped)
+    return PreparedData(label_list, train, val, counts, thinning, report.dropped, split)
+
+
+def choose_split(receipts, val_ratio: float, seed: int, split_by: str, val_keys: ValKeys | None):
+    """(what run.json records about the split, the validation receipt ids)."""
+    ids = [r.id for r in receipts]
+    if val_keys is not None:
+        known = set(ids)
+        keys = set(val_keys.ids)
+        val_ids = [i for i in ids if i in keys]
+        if not val_ids:
+            raise UserError(
+                f"None of the {len(keys)} receipt ids in --val-keys {val_keys.source} is in the dataset; "
+                "check that the keys and --dataset belong together."
+            )
+        if len(val_ids) == len(ids):
+            raise UserError(f"--val-keys {val_keys.source} holds every receipt of the dataset; leave some to train on.")
+        split = {
+            "by": "val_keys",
+            "rule": "the receipts listed in --val-keys",
+            "val_keys": val_keys.source,
+            "val_keys_sha256": val_keys.sha256,
+            "val_keys_count": len(keys),
+            "val_keys_not_in_data": len(keys - known),
+        }
+        return split, val_ids
+    group_of = {r.id: (merchant_group(r) if split_by == "merchant" else r.id) for r in receipts}
+    _, val_ids = split_groups(ids, group_of, val_ratio, seed)
+    val_groups = {group_of[i] for i in val_ids}
+    split = {
+        "by": split_by,
+        "seed": seed,
+        "val_ratio": val_ratio,
+        "rule": f"sha256(seed, {'merchant group' if split_by == 'merchant' else 'receipt id'}) < val_ratio",
+        "groups": {"train": len(set(group_of.values()) - val_groups), "val": len(val_groups)},
+    }
+    if split_by == "merchant":
+        split["groups_without_merchant"] = sum(g.startswith("receipt:") for g in set(group_of.values()))
+    return split, val_ids

@@ -7,6 +7,7 @@ receipts -> final labels (merge, whitelist) -> BIO tags -> label list (whole dat
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -98,18 +99,47 @@ def split_ids(ids: list[str], val_ratio: float, seed: int) -> tuple[list[str], l
     Same seed and ids give the same split in any order, and a receipt keeps its side when
     the dataset grows, so runs stay comparable. At least one receipt goes to each side.
     """
+    return split_groups(ids, {i: i for i in ids}, val_ratio, seed)
+
+
+def split_groups(ids: list[str], group_of: dict[str, str], val_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """Group-level split: a group goes to validation when hash(seed, group) < val_ratio, all its receipts with it.
+
+    With one group per receipt (its id) this is the receipt split. At least one group goes to each side.
+    """
     if not 0 <= val_ratio < 1:
         raise UserError(f"--val-ratio must be in [0, 1), got {val_ratio}.")
     if len(ids) < 2:
         raise UserError(f"The dataset has {len(ids)} receipt(s); at least 2 are needed to train and validate.")
-    score = {i: _unit_hash(seed, "split", i) for i in ids}
-    scored = sorted(ids, key=score.__getitem__)
-    val = {i for i in ids if score[i] < val_ratio}
+    groups = sorted({group_of[i] for i in ids})
+    if len(groups) < 2:
+        raise UserError(
+            f"All {len(ids)} receipts belong to one merchant group ({groups[0]!r}); --split-by merchant needs at "
+            "least 2 merchants, so use --split-by receipt or add receipts of other merchants."
+        )
+    score = {g: _unit_hash(seed, "split", g) for g in groups}
+    scored = sorted(groups, key=score.__getitem__)
+    val = {g for g in groups if score[g] < val_ratio}
     if not val and val_ratio > 0:
         val = {scored[0]}
-    if len(val) == len(ids):
+    if len(val) == len(groups):
         val.discard(scored[-1])
-    return [i for i in ids if i not in val], [i for i in ids if i in val]
+    return [i for i in ids if group_of[i] not in val], [i for i in ids if group_of[i] in val]
+
+
+def merchant_group(receipt: Receipt) -> str:
+    """The merchant a receipt belongs to, for --split-by merchant.
+
+    Its `group` field when the JSONL has one; else its MERCHANT_NAME words in reading order,
+    lowercased, punctuation stripped, whitespace collapsed; a receipt without merchant words
+    is a group of its own (keyed by its id), so it can never pull others along.
+    """
+    group = receipt.extra.get("group")
+    if group not in (None, ""):
+        return f"group:{group}"
+    words = " ".join(w.text for w in receipt.words if w.label.upper() == "MERCHANT_NAME")
+    name = " ".join(re.sub(r"[^\w\s]|_", "", words.lower()).split())
+    return f"merchant:{name}" if name else f"receipt:{receipt.id}"
 
 
 def thin_o_lines(train: list[TaggedReceipt], ratio: float | None, seed: int) -> dict:

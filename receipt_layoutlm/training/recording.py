@@ -121,7 +121,7 @@ class RecordingCallback(TrainerCallback):
         }
         rows = [{"name": names[k][0], "value": float(metrics[k]), "unit": names[k][1]} for k in names if k in metrics]
         for key, value in metrics.items():
-            if key.startswith("eval_label_"):
+            if key.startswith(("eval_label_", "eval_macro_")):  # macro_*: a --checkpoint-metric
                 unit = "count" if key.endswith("_support") else "ratio"
                 rows.append({"name": key.removeprefix("eval_"), "value": value, "unit": unit})
         recorder.metrics([{**r, "step": step, "epoch": epoch} for r in rows])

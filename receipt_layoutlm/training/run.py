@@ -39,8 +39,8 @@ from ..model import load_model
 from ..store import LeaseLost
 from .artifacts import CLAIM_FILE, OutputDirClaim, RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
 from .collate import Collator
-from .config import TrainConfig, check_config
-from .data import PreparedData, load_source, prepare_data
+from .config import TrainConfig, check_config, checkpoint_metric_labels
+from .data import PreparedData, load_source, prepare_data, read_val_keys
 from .features import build_examples, merge_predictions, sequences
 from .recording import (
     QuietProgress,
@@ -68,7 +68,8 @@ def check_output_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool)
         if previous.get("job_name") != cfg.job_name:
             raise UserError(f"--resume: {out} belongs to job {previous.get('job_name')!r}, not {cfg.job_name!r}.")
         recorded = previous.get("config") or {}
-        for flag, key in (("--dataset", "dataset"), ("--dynamo-table", "dynamo_table")):
+        same = ("dataset", "dynamo_table", "split_by", "val_keys", "checkpoint_metric")  # validation stays as it was
+        for flag, key in (("--" + k.replace("_", "-"), k) for k in same):
             if key in recorded and recorded[key] != getattr(cfg, key):
                 raise UserError(
                     f"--resume: job {cfg.job_name!r} was trained with {flag} {recorded[key]!r}, not "
@@ -135,9 +136,12 @@ def previous_run_of(job_id: str, out: Path, cfg: TrainConfig, overwrite: bool) -
     return check_output_dir(out, cfg, False, overwrite)
 
 
-def config_record(cfg: TrainConfig, resume: bool, precision: str | None = None) -> dict:
-    """The job_config: every flag, plus the software it ran with. Never credentials."""
+def config_record(cfg: TrainConfig, resume: bool, precision: str | None = None, split: dict | None = None) -> dict:
+    """The job_config: every flag, plus the software it ran with and how validation was chosen
+    (split: PreparedData.split, once the data is read). Never credentials."""
     record = asdict(cfg)
+    if split:
+        record.update(split_record(split))
     record.update(
         resume=resume,
         output_dir=str(cfg.resolved_output_dir()),
@@ -152,6 +156,14 @@ def config_record(cfg: TrainConfig, resume: bool, precision: str | None = None) 
         },
     )
     return record
+
+
+def split_record(split: dict) -> dict:
+    """What the job_config says about the validation set: the split's groups, or the keys' hash."""
+    out = {"split_groups": split.get("groups")}
+    if split.get("val_keys_sha256"):
+        out["val_keys_sha256"] = split["val_keys_sha256"]
+    return out
 
 
 # x86: AVX512-BF16 (Zen 4+, Cooper Lake) or AMX-BF16 (Sapphire Rapids+); ARM64: the BF16 extension.
@@ -269,7 +281,7 @@ def _run(
         else:
             job = job or store.create_job(
                 cfg.job_name,
-                config_record(cfg, resume, precision),
+                config_record(cfg, resume, precision, inputs.data.split),
                 description=cfg.description,
                 priority=cfg.priority,
                 storage=s3.storage if s3 else None,
@@ -285,6 +297,8 @@ def _run(
                 },
             )
             run_file.save()
+        if any(job.job_config.get(k) != v for k, v in split_record(inputs.data.split).items()):
+            job.job_config.update(split_record(inputs.data.split))  # a queued job: written with the next status
         store.heartbeat(job)  # this process runs it now: host, pid, time
     stop = StopRequest()
     resuming = resume or bool(previous)
@@ -323,6 +337,34 @@ def _run(
     return summary
 
 
+def metric_key(name: str) -> str:
+    """The key compute_metrics gives a --checkpoint-metric under (the Trainer adds eval_)."""
+    if name == "val_f1":
+        return "f1"
+    if name.startswith("macro:"):
+        return "macro_" + "_".join(checkpoint_metric_labels(name)) + "_f1"
+    return name
+
+
+def check_metric_labels(name: str, label_list: list[str]) -> None:
+    """A --checkpoint-metric may only name labels this run learns."""
+    known = entity_types(label_list)
+    missing = [t for t in checkpoint_metric_labels(name) if t not in known]
+    if missing:
+        raise UserError(
+            f"--checkpoint-metric {name} names {', '.join(missing)}, which this run does not learn "
+            f"(its labels: {', '.join(known)}); name one of those."
+        )
+
+
+def with_checkpoint_metric(scores: dict, name: str) -> dict:
+    """entity_scores plus the macro F1 of a macro:A,B,... metric (the mean of those labels' F1)."""
+    if name.startswith("macro:"):
+        labels = checkpoint_metric_labels(name)
+        scores[metric_key(name)] = sum(scores[f"label_{t}_f1"] for t in labels) / len(labels)
+    return scores
+
+
 @dataclass
 class RunInputs:
     """What a run trains and validates on, built before its job exists."""
@@ -342,6 +384,7 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
     receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
+    val_keys = read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None
     data = prepare_data(
         receipts,
         report,
@@ -350,8 +393,11 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
         val_ratio=cfg.val_ratio,
         o_entity_ratio=cfg.o_entity_ratio,
         seed=cfg.seed,
+        split_by=cfg.split_by,
+        val_keys=val_keys,
     )
     label_list = data.label_list
+    check_metric_labels(cfg.checkpoint_metric, label_list)
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
         raise UserError(
             f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
@@ -397,12 +443,14 @@ class TrainingRun:
         self.precision = precision  # resolved: fp32, bf16 or fp16
         self.trainer = None
 
-    def model_settings(self, best_f1) -> dict:
+    def model_settings(self, best_f1, best_metric=None) -> dict:
         """What best/label_map.json carries besides the labels: prediction windows and scores receipts
         as this run did, and a proposal names the job it came from (also for a run stopped early)."""
         cfg, job = self.cfg, self.recorder.job
         return {
             "best_f1": best_f1,
+            "best_metric_name": cfg.checkpoint_metric,
+            "best_metric": best_metric,
             "job_id": job.job_id if job else None,
             "example_unit": cfg.example_unit,
             "max_seq_length": cfg.max_seq_length,
@@ -424,7 +472,7 @@ class TrainingRun:
                     Path(trainer.args.output_dir) / "best",
                     self.inputs.tokenizer,
                     self.inputs.data.label_list,
-                    self.model_settings(trainer.state.best_metric),
+                    self.model_settings(best_f1_of(trainer.state), trainer.state.best_metric),
                 )
         recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
         recorder.status(status, message=message[:500])
@@ -444,11 +492,17 @@ class TrainingRun:
             f"job {recorder.job.job_id if recorder.job else '(rank > 0)'}: {len(data.train)} train / "
             f"{len(data.val)} val receipts, {len(train_ex)} train examples, {len(label_list)} tags, {self.precision}"
         )
+        if data.split.get("val_keys_not_in_data"):
+            self.say(
+                f"--val-keys: {data.split['val_keys_not_in_data']} of {data.split['val_keys_count']} ids "
+                "are not in the data (ignored)"
+            )
 
         def compute_metrics(pred):
             val_true = inputs.val_true
             tags = merge_predictions(pred.predictions, inputs.val_windows, [len(t) for t in val_true], id2label)
-            return entity_scores(val_true, tags, entity_types(label_list))
+            scores = entity_scores(val_true, tags, entity_types(label_list))
+            return with_checkpoint_metric(scores, cfg.checkpoint_metric)
 
         steps_per_epoch = math.ceil(
             len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
@@ -470,7 +524,7 @@ class TrainingRun:
             logging_strategy="steps",
             logging_steps=max(1, steps_per_epoch // 4),
             load_best_model_at_end=True,
-            metric_for_best_model="f1",
+            metric_for_best_model=metric_key(cfg.checkpoint_metric),
             greater_is_better=True,
             save_total_limit=cfg.save_total_limit,
             seed=cfg.seed,
@@ -517,14 +571,17 @@ class TrainingRun:
 
     def finish(self, train_output, started: float) -> dict:
         """Results from the evaluations, best/ from the best weights, the job marked succeeded."""
-        recorder, trainer, label_list = self.recorder, self.trainer, self.inputs.data.label_list
+        cfg, recorder, trainer, label_list = self.cfg, self.recorder, self.trainer, self.inputs.data.label_list
         state = trainer.state
         evals = [h for h in state.log_history if "eval_f1" in h]
         if not evals:
             raise UserError("Training ended before any evaluation; raise --epochs or --max-steps.")
-        best = max(evals, key=lambda h: h["eval_f1"])  # first of equals, like the Trainer's choice
+        key = "eval_" + metric_key(cfg.checkpoint_metric)
+        best = max(evals, key=lambda h: h[key])  # first of equals, like the Trainer's choice
         best_dir = self.out / "best"
         results = {
+            "best_metric_name": cfg.checkpoint_metric,
+            "best_metric": best[key],
             "best_f1": best["eval_f1"],
             "best_precision": best["eval_precision"],
             "best_recall": best["eval_recall"],
@@ -545,7 +602,7 @@ class TrainingRun:
                 trainer.model,
                 self.inputs.tokenizer,
                 label_list,
-                self.model_settings(results["best_f1"]),
+                self.model_settings(results["best_f1"], results["best_metric"]),
             )
             recorder.upload(
                 best_dir,
@@ -559,6 +616,12 @@ class TrainingRun:
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
 
+def best_f1_of(state) -> float | None:
+    """The entity micro F1 of the Trainer's best checkpoint (its best_metric may be another metric)."""
+    step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    return next((h["eval_f1"] for h in state.log_history if "eval_f1" in h and h["step"] == step), None)
+
+
 def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, source: str, previous) -> None:
     counts, thin = data.counts, data.thinning
     recorder.run_file.data.pop("error", None)  # a resumed run is no longer the failure it was
@@ -567,12 +630,7 @@ def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, sour
         config=asdict(cfg),
         label_list=data.label_list,
         dataset={"source": source, "dropped_by_reader": data.dropped, **counts},
-        split={
-            "seed": cfg.seed,
-            "val_ratio": cfg.val_ratio,
-            "rule": "sha256(seed, receipt id) < val_ratio",
-            "val_receipt_ids": counts["val_receipt_ids"],
-        },
+        split={**data.split, "val_receipt_ids": counts["val_receipt_ids"]},
         thinning=thin,
     )
     if previous:
@@ -588,6 +646,7 @@ def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, sour
                 "dataset": {k: v for k, v in counts.items() if k != "val_receipt_ids"},
                 "thinning": thin,
                 "dropped_by_reader": data.dropped,
+                "split": data.split,
             },
         },
     )
@@ -612,7 +671,7 @@ def _record_end(recorder: Recorder, results: dict) -> None:
     recorder.log("INFO", summary)
     recorder.status(
         "succeeded",
-        message=f"best val_f1 {results['best_f1']:.4f} at epoch {results['best_epoch']}",
+        message=f"best {results['best_metric_name']} {results['best_metric']:.4f} at epoch {results['best_epoch']}",
         progress=100,
         **{k: v for k, v in results.items() if v is not None},
     )
