@@ -112,12 +112,12 @@ def test_predict_command_runs_the_onnx_export(onnx_dir, tiny_best, tmp_path):
     "args, message",
     [
         (["--onnx", "--coreml"], "exactly one of --onnx or --coreml"),
-        (["--onnx", "--quantize", "int8"], "not a folder"),
+        (["--onnx", "--quantize", "int8"], "no such directory"),
     ],
 )
 def test_export_refuses_in_one_sentence(tmp_path, args, message):
     model_dir = tmp_path / "missing"
-    if message != "not a folder":
+    if message != "no such directory":
         model_dir.mkdir()
     result = CliRunner().invoke(cli, ["export", str(model_dir), *args, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import console
+from .common import console, with_store_opener
 
 
 @click.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_ref")
 @click.option("--onnx", "to_onnx", is_flag=True, help="ONNX model for ONNX Runtime (dynamic batch and sequence).")
 @click.option("--coreml", "to_coreml", is_flag=True, help="Core ML ML Program (.mlpackage), fp16, for iOS/macOS.")
 @click.option(
@@ -25,12 +25,15 @@ from .common import console
     help="Core ML: the longest sequence the model accepts (default: the model's training --max-seq-length).",
 )
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder to write.")
-def export(model_dir, to_onnx, to_coreml, quantize, max_seq_length, out_dir):
-    """Export a trained model (a run's best/ folder) for fast CPU or on-device inference."""
+@with_store_opener
+def export(model_ref, to_onnx, to_coreml, quantize, max_seq_length, out_dir, open_store, aws):
+    """Export a trained model (a run's best/ folder, or a job name/id: its best/) for fast CPU or on-device
+    inference."""
+    from ..inference.resolve import resolve_model_dir
+
     if to_onnx == to_coreml:
         raise UserError("Pass exactly one of --onnx or --coreml.")
-    if not Path(model_dir).is_dir():
-        raise UserError(f"{model_dir} is not a folder; pass a run's best/ folder (e.g. <output-dir>/best).")
+    model_dir = resolve_model_dir(model_ref, open_store, aws=aws)
     if to_onnx:
         if max_seq_length is not None:
             raise UserError("--max-seq-length applies to --coreml only; ONNX exports take any length up to 512.")

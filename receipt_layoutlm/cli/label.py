@@ -12,17 +12,24 @@ import click
 from rich.table import Table
 
 from ..inference.propose import AMOUNT_CHOICES, PROPOSE_STATUSES
-from .common import aws_options, console
+from .common import aws_options, console, job_store_option
 
 model_option = click.option(
     "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    help="A run's best/ folder or an `export --onnx` folder (job names/ids are not resolved yet).",
+    "model_ref",
+    help="A run's best/ folder, an `export --onnx` folder, or a job name or id (its best/, local or from S3).",
 )
 table_option = click.option(
     "--dynamo-table", envvar="DYNAMO_TABLE_NAME", required=True, help="The receipts table ($DYNAMO_TABLE_NAME)."
 )
+
+
+def resolve_model(model_ref, job_store, dynamo_table, aws) -> Path:
+    """--model as a folder; a job name/id is looked up in the job store (by default the --dynamo-table)."""
+    from ..inference.resolve import resolve_model_dir
+    from ..store import open_store, resolve_store_uri
+
+    return resolve_model_dir(model_ref, lambda: open_store(resolve_store_uri(job_store, dynamo_table), aws), aws=aws)
 
 
 def register(cli: click.Group) -> None:
@@ -52,9 +59,10 @@ def register(cli: click.Group) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print what would be written; write nothing.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
+@job_store_option
 @aws_options
 def propose(
-    model_dir,
+    model_ref,
     dynamo_table,
     receipts,
     image_id,
@@ -65,14 +73,16 @@ def propose(
     amount_label,
     dry_run,
     batch_size,
+    job_store,
     aws,
 ):
     """Write the model's labels into the table as PENDING ReceiptWordLabels, for validation."""
     from ..errors import UserError
     from ..inference.propose import propose_labels
 
-    if model_dir is None:
-        raise UserError("Pass --model with a run's best/ folder or an `export --onnx` folder.")
+    if model_ref is None:
+        raise UserError("Pass --model with a run's best/ folder, an `export --onnx` folder or a job name/id.")
+    model_dir = resolve_model(model_ref, job_store, dynamo_table, aws)
 
     def show(proposals):
         if dry_run:
@@ -118,11 +128,13 @@ def propose(
 @click.option("--seed", type=int, default=42, show_default=True, help="For --by random.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
+@job_store_option
 @aws_options
-def suggest(model_dir, dynamo_table, n, by, per_merchant, seed, as_json, batch_size, aws):
+def suggest(model_ref, dynamo_table, n, by, per_merchant, seed, as_json, batch_size, job_store, aws):
     """Name the unlabelled receipts to label next, most informative first."""
     from ..inference.suggest import suggest_receipts
 
+    model_dir = resolve_model(model_ref, job_store, dynamo_table, aws) if model_ref else None
     rows = suggest_receipts(model_dir, dynamo_table, n, by, per_merchant, seed, batch_size, aws=aws)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -1,5 +1,5 @@
-"""The job store as a queue: Queue and QueueJob items (shared/spec/dynamodb-items.md, "Queues and
-workers"), claiming by a conditional write on the Job's status, requeueing, cancelling.
+"""The job store as a queue: Queue and QueueJob items (docs/operations.md and docs/job-store.md),
+claiming by a conditional write on the Job's status, requeueing, cancelling.
 
 A QueueJob item exists while its job waits: `submit` and a requeue write it, the worker that claims
 the job deletes it. Whoever finds one for a job that is no longer pending skips it (and removes it

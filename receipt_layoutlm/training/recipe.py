@@ -1,4 +1,4 @@
-"""The training recipe as small pure functions (shared/spec/training-recipe.md).
+"""The training recipe as small pure functions (README.md, "What each recipe flag does").
 
 receipts -> final labels (merge, whitelist) -> BIO tags -> label list (whole dataset)
 -> seeded receipt-level split -> seeded O-line thinning of the training split.
