@@ -18,7 +18,7 @@ import json
 import re
 import shutil
 import signal
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -280,7 +280,7 @@ def describe(job: Job, aws: AwsSettings, client=None) -> dict:
     if not name:
         raise UserError(f"Job {job.name} ({job.job_id}) did not run on SageMaker; --remote has nothing to add.")
     try:
-        d = (client or sagemaker_client(aws)).describe_training_job(TrainingJobName=name)
+        d = (client or sagemaker_client(job_region(job, aws))).describe_training_job(TrainingJobName=name)
     except (BotoCoreError, ClientError) as e:
         raise UserError(explain_sagemaker_error(e, f"the training job {name}")) from None
     training, billable = d.get("TrainingTimeInSeconds"), d.get("BillableTimeInSeconds")
@@ -296,18 +296,63 @@ def describe(job: Job, aws: AwsSettings, client=None) -> dict:
     }
 
 
+def stop_failed(error: Exception, name: str) -> str:
+    return (
+        explain_sagemaker_error(error, f"stopping the training job {name}").rstrip(".")
+        + "; the cancel is recorded (the run stops at its next log); stop the training job in the console."
+    )
+
+
+def reconcile(store: JobStore, job: Job, info: dict) -> Job:
+    """A training job that ended while its Job still reads pending or running died without recording
+    its end (e.g. the image did not start, or the role cannot write the table): record it now."""
+    if info["status"] not in ("Failed", "Stopped") or job.status not in ("pending", "running"):
+        return job
+    if info["status"] == "Stopped":
+        status = "cancelled" if job.cancel_requested else "interrupted"
+    else:
+        status = "failed"
+    message = f"SageMaker training job {info['training_job']} ended {info['status']}"
+    if info["failure_reason"]:
+        message += f": {info['failure_reason']}"
+    try:
+        store.transition(job, status, {"status": job.status, "attempts": job.attempts or None}, message=message[:500])
+        store.add_log(job.job_id, "ERROR" if status == "failed" else "WARNING", message, source="sagemaker")
+    except ConditionFailed:
+        return store.get_job(job.job_id)
+    return job
+
+
+def describe_line(info: dict) -> str:
+    """`jobs show --remote`'s line for describe()."""
+    line = f"SageMaker {info['training_job']}: {info['status']} ({info['secondary_status']})"
+    if info["billable_seconds"] is not None:
+        line += f", billable {info['billable_seconds']} s of {info['training_seconds']} s"
+    if info["spot_savings"] is not None:
+        line += f", spot savings {info['spot_savings']:.0%}"
+    if info["failure_reason"]:
+        line += f"; failure: {info['failure_reason']}"
+    return line
+
+
+def job_region(job: Job, aws: AwsSettings) -> AwsSettings:
+    """The settings of the region the training job was created in."""
+    region = job.tags.get("sagemaker_region") or aws.region
+    return aws if region == aws.region else replace(aws, region=region)
+
+
 def stop(job: Job, aws: AwsSettings, client=None) -> str:
     """StopTrainingJob; returns what happened in words. A job that already ended is not an error."""
     name = job.tags["sagemaker_training_job"]
     try:
-        (client or sagemaker_client(aws)).stop_training_job(TrainingJobName=name)
+        (client or sagemaker_client(job_region(job, aws))).stop_training_job(TrainingJobName=name)
     except ClientError as e:
         message = e.response.get("Error", {}).get("Message", "")
         if e.response.get("Error", {}).get("Code") == "ValidationException" and "status" in message.lower():
             return f"SageMaker training job {name} had already ended ({message})"
-        raise UserError(explain_sagemaker_error(e, f"stopping the training job {name}")) from None
+        raise UserError(stop_failed(e, name)) from None
     except BotoCoreError as e:
-        raise UserError(explain_sagemaker_error(e, f"stopping the training job {name}")) from None
+        raise UserError(stop_failed(e, name)) from None
     return f"SageMaker training job {name} is stopping"
 
 
