@@ -262,3 +262,14 @@ def test_the_stubber_refuses_what_aws_would(stubbed, tmp_path):
     client.stop_training_job(TrainingJobName=name)
     with pytest.raises(UserError, match="did not run on SageMaker"):
         sm.describe(store.create_job("local", {}), AwsSettings())
+
+
+def test_launch_training_job_ends_a_job_it_cannot_start_failed(stubbed, tmp_path):
+    """The sweep's entry point: a pending Job it cannot launch (here: a sqlite store the container cannot
+    reach) does not stay pending forever."""
+    store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job = store.create_job("trial-1", {"job_name": "trial-1", "dataset": "demo:40", "output_s3_uri": "s3://runs/x"})
+    with pytest.raises(UserError, match="cannot reach the job store"):
+        sm.launch_training_job(store, job, sm.SageMakerSettings(IMAGE, ROLE), AwsSettings())
+    job = store.get_job(job.job_id)
+    assert job.status == "failed" and job.tags["backend"] == "sagemaker" and stubbed.sent == []

@@ -253,9 +253,9 @@ def launch_training_job(store: JobStore, job: Job, settings: SageMakerSettings, 
     from .worker import config_from_record
 
     cfg = config_from_record(job.job_config)
-    check_settings(settings, cfg, store.description)
     name = link_training_job(store, job, aws)
     try:
+        check_settings(settings, cfg, store.description)  # `submit` checked already; other callers may not
         snapshot = upload_snapshot(cfg, aws)
         request = create_request(job, cfg, settings, aws, store.description, snapshot)
         response = (client or sagemaker_client(aws)).create_training_job(**request)
