@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from ..errors import UserError
-from . import aws, dataset, evaluate, export, fleet, jobs, label, predict, train
+from . import aws, dataset, evaluate, export, fleet, jobs, label, predict, sagemaker, train
 from .common import err_console
 
 
@@ -40,6 +40,7 @@ cli.add_command(fleet.submit)
 cli.add_command(fleet.worker)
 cli.add_command(fleet.resume)
 cli.add_command(export.export)
+cli.add_command(sagemaker.sagemaker_entrypoint)
 aws.register(cli)  # dynamo create-table, dataset import/export
 label.register(cli)  # propose, dataset suggest
 

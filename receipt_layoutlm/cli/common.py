@@ -7,6 +7,7 @@ or `data/[x]/f.jsonl` must reach the terminal unchanged; style goes through `sty
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 
 import click
@@ -48,12 +49,16 @@ def dynamo_table_option(required: bool = False, help: str = "The receipts table 
 
 
 def with_store(f):
-    """--job-store/--dynamo-table/--region/--endpoint-url, handed to the command as one `store`."""
+    """--job-store/--dynamo-table/--region/--endpoint-url, handed to the command as one `store` (and as
+    `aws` too when the command takes it)."""
+    wants_aws = "aws" in inspect.signature(f).parameters
 
     @functools.wraps(f)
     def wrapper(*args, job_store, dynamo_table, aws, **kwargs):
         from ..store import open_store, resolve_store_uri
 
+        if wants_aws:
+            kwargs["aws"] = aws
         return f(*args, store=open_store(resolve_store_uri(job_store, dynamo_table), aws), **kwargs)
 
     dynamo_help = "The receipts table, whose jobs to show unless --job-store says otherwise."

@@ -20,6 +20,7 @@ from ..fleet.queue import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from ..store import DEFAULT_LEASE_SECONDS
 from .common import aws_options, console, dynamo_table_option, job_store_option
 from .options import train_config, train_options
+from .sagemaker import sagemaker_options, submit_to_sagemaker
 
 QUEUE_HELP = "Queue name (a Queue item in the job store)."
 
@@ -61,14 +62,18 @@ def check_submittable(cfg, aws) -> dict | None:
 @job_store_option
 @aws_options
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help=QUEUE_HELP)
-def submit(job_store, aws, queue, **settings):
-    """Queue a training job (the same flags as `train`) for a `worker`; prints its job id."""
+@sagemaker_options
+def submit(job_store, aws, queue, backend, sagemaker, **settings):
+    """Queue a training job (the same flags as `train`) for a `worker`, or start it as a SageMaker training
+    job (--backend sagemaker); prints its job id."""
     from ..fleet.queue import submit as submit_job
     from ..s3 import S3Sync
     from ..store import open_store, resolve_store_uri
     from ..training.run import config_record
 
     cfg = train_config(settings)
+    if sagemaker is not None:
+        return submit_to_sagemaker(cfg, sagemaker, job_store, aws)
     split = check_submittable(cfg, aws)
     store = open_store(resolve_store_uri(job_store, cfg.dynamo_table), aws)
     job = submit_job(

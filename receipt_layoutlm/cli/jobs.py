@@ -62,19 +62,27 @@ def jobs_list(status, as_json, store):
 @jobs.command("show")
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--remote", is_flag=True, help="Add the SageMaker training job's status (a --backend sagemaker job).")
 @with_store
-def jobs_show(ref, as_json, store):
+def jobs_show(ref, as_json, remote, store, aws):
     """One job (by id or name, newest of that name): config, results and per-epoch scores."""
     from ..inference.contract import describe_validation, validation_of
 
     job = store.resolve(ref)
     per_epoch = epoch_table(store.metrics(job.job_id))
+    remote_info = None
+    if remote:
+        from ..fleet.sagemaker import describe, reconcile
+
+        remote_info = describe(job, aws)
+        job = reconcile(store, job, remote_info)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     **job.as_dict(),
                     "validation": validation_of(job),
+                    **({"sagemaker": remote_info} if remote_info else {}),
                     "epochs": per_epoch,
                     "status_history": [
                         {k: s.get(k) for k in ("status", "updated_at", "message")}
@@ -129,6 +137,10 @@ def jobs_show(ref, as_json, store):
         )
     if job.storage:
         console.print(f"S3: s3://{job.storage.get('bucket')}/{job.storage.get('run_root_prefix')}")
+    if remote_info:
+        from ..fleet.sagemaker import describe_line
+
+        console.print(describe_line(remote_info), highlight=False)
     table = Table("epoch", "step", "val F1", "precision", "recall", "eval loss")
     for row in per_epoch:
         table.add_row(
@@ -180,8 +192,9 @@ def jobs_metrics(ref, name, as_json, store):
 @jobs.command("cancel")
 @click.argument("ref")
 @with_store
-def jobs_cancel(ref, store):
-    """Cancel a job (by id or name): a waiting one at once, a running one at its next log (it saves first)."""
+def jobs_cancel(ref, store, aws):
+    """Cancel a job (by id or name): a waiting one at once, a running one at its next log (it saves first);
+    a SageMaker job's training job is stopped too (StopTrainingJob)."""
     from ..fleet.queue import cancel
 
     job = store.resolve(ref)
@@ -194,6 +207,10 @@ def jobs_cancel(ref, store):
             "at its next log",
             highlight=False,
         )
+    if job.tags.get("backend") == "sagemaker":
+        from ..fleet.sagemaker import stop
+
+        console.print(stop(job, aws), highlight=False)
 
 
 @jobs.command("report")
