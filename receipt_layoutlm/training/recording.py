@@ -181,12 +181,37 @@ class QuietProgress(ProgressCallback):
 
 class StopOnSignal(TrainerCallback):
     """After a SIGTERM (`stop.requested`) or a cancel request, save a checkpoint at the end of the
-    step and stop. Every logging interval it beats the job's heartbeat and looks for a cancel request."""
+    step and stop. Every logging interval it beats the job's heartbeat and looks for a cancel request.
+
+    Under torchrun all ranks must stop at the same step, or the ones still training wait forever in
+    their next all-reduce: SIGTERM reaches the ranks at different moments, and only rank 0 beats the
+    heartbeat and sees a cancel. So at every step end the ranks agree on the stop (the max of their
+    flags) over a gloo group of their own: a CPU all-reduce of two numbers, no GPU synchronisation.
+    """
 
     def __init__(self, stop, recorder: Recorder):
         self.stop, self.recorder = stop, recorder
+        self.group = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            self.group = torch.distributed.new_group(backend="gloo")  # every rank calls it here, as it must
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.group is not None:
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None
+
+    def _agree(self) -> None:
+        if self.group is None:
+            return
+        flags = torch.tensor([self.stop.requested, self.stop.cancelled], dtype=torch.int32)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX, group=self.group)
+        self.stop.requested, self.stop.cancelled = bool(flags[0]), bool(flags[1])
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._agree()
         if self.stop.requested:
             control.should_save = True
             control.should_training_stop = True
@@ -201,8 +226,9 @@ class StopOnSignal(TrainerCallback):
     def on_log(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.recorder.heartbeat() and not self.stop.requested:
             self.stop.requested = self.stop.cancelled = True
-            control.should_save = True
-            control.should_training_stop = True
+            if self.group is None:  # alone: save and stop now; under torchrun all ranks do at the next step end
+                control.should_save = True
+                control.should_training_stop = True
 
 
 class ReceiptTrainer(Trainer):

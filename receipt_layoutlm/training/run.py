@@ -392,9 +392,8 @@ class TrainingRun:
             tags = merge_predictions(pred.predictions, inputs.val_windows, [len(t) for t in val_true], id2label)
             return entity_scores(val_true, tags, entity_types(label_list))
 
-        steps_per_epoch = math.ceil(
-            len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
-        )
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes
+        steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
         args = TrainingArguments(
             output_dir=str(out),
             per_device_train_batch_size=cfg.batch_size,
@@ -422,6 +421,9 @@ class TrainingRun:
             report_to="none",
             dataloader_pin_memory=torch.cuda.is_available(),
             ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
+            # Without CUDA, accelerate runs torchrun's processes as real DDP (gloo) only when told to use
+            # the CPU; else each process trains alone on all the data.
+            use_cpu=world_size > 1 and not torch.cuda.is_available(),
             disable_tqdm=not self.is_main,
             **precision_flags(cfg.precision),
         )
