@@ -506,6 +506,8 @@ class TrainingRun:
                 is_best=True,
                 metrics={"val_f1": results["best_f1"]},
             )
+            # With --save-total-limit 1 the Trainer deleted the last checkpoint at the end (it keeps the best).
+            recorder.prune_s3_checkpoints(self.out, state.best_model_checkpoint)
             _record_end(recorder, results)
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
