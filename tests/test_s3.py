@@ -155,3 +155,21 @@ def test_checkpoints_pruned_locally_are_deleted_from_s3(bucket, tmp_path, aws_en
     assert fetch_from_s3(store, job, config_from_record(job.job_config), say=lambda _: None, aws=aws_env)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == sorted(local)
     assert (out / f"checkpoint-{newest}" / "trainer_state.json").is_file()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_a_deleted_checkpoint_row_keeps_every_attribute(backend, tmp_path, request):
+    from receipt_layoutlm.store import open_store
+
+    if backend == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:
+        aws = request.getfixturevalue("aws_env")
+        store = open_store(f"dynamodb://{request.getfixturevalue('fresh_table')}", aws)
+    job = store.create_job("rows", {"epochs": 2})
+    store.add_checkpoint(job.job_id, "b", "runs/rows/checkpoints/checkpoint-5/", 123, 5, 1)
+    (row,) = store.checkpoints(job.job_id)
+    store.mark_checkpoint(row, s3_deleted=True)
+    store.mark_checkpoint({**row, "s3_deleted": True}, deleted_at="2026-11-26T19:00:00+00:00")
+    (marked,) = store.checkpoints(job.job_id)
+    assert marked == {**row, "s3_deleted": True, "deleted_at": "2026-11-26T19:00:00+00:00"}
