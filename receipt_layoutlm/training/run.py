@@ -114,9 +114,11 @@ class StopRequest:
     def __init__(self):
         self.requested = False
         self.cancelled = False
+        self.signals = 0  # received by this process (under torchrun another rank's stop sets `requested` too)
 
     def __call__(self, signum, frame):
-        if self.requested and not self.cancelled:
+        self.signals += 1
+        if self.signals > 1 and not self.cancelled:
             raise Interrupted("received a second SIGTERM")
         self.requested = True
 
