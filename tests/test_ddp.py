@@ -134,3 +134,36 @@ def test_a_cancel_seen_by_rank_0_stops_every_rank(tmp_path):
     steps = sorted(int(p.name.split("-")[1]) for p in Path(out).glob("checkpoint-*"))
     assert steps and (out / "best").is_dir()
     assert json.loads((out / "run.json").read_text())["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_interrupts_the_job_with_a_checkpoint(tmp_path):
+    import signal
+
+    uri = f"sqlite:///{tmp_path / 'jobs.db'}"
+    out = tmp_path / "term"
+    log = tmp_path / "torchrun.log"
+    args = ("train", "--job-name", "term", "--dataset", "demo:40", "--epochs", "200", "--batch-size", "8")
+    proc = subprocess.Popen(
+        torchrun(*args, "--output-dir", out, *TRAIN), env=env_for(uri), stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    try:
+        store = open_store(uri)
+        deadline = time.monotonic() + 300
+        while not (store.list_jobs("running") and store.metrics(store.list_jobs()[0].job_id, "val_f1")):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job never finished its first epoch"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it to both ranks, each at its own moment
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    (job,) = store.list_jobs()
+    assert job.status == "interrupted", output[-3000:]
+    assert output.count("Training interrupted") == 2, output[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert (out / f"checkpoint-{last}" / "trainer_state.json").is_file() and run["status"] == "interrupted"
