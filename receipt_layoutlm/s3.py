@@ -3,6 +3,7 @@
 `S3Sync` knows a run's key prefixes (the Job item's `storage` map), checks the bucket before
 training starts, and uploads directories with retries. An upload that still fails raises
 `UploadError`, a UserError the trainer records on the job instead of losing the run.
+`delete_prefix` removes a checkpoint the run pruned locally (--save-total-limit).
 """
 
 from __future__ import annotations
@@ -133,6 +134,29 @@ class S3Sync:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self.client.download_file(self.bucket, obj["Key"], str(target), Config=TRANSFER)
                     count += 1
+        except (BotoCoreError, ClientError) as e:
+            raise self._explain(e) from None
+        return count
+
+    def delete_prefix(self, key_prefix: str) -> int:
+        """Delete every object under key_prefix (1000 per request); returns the count. Raises UserError."""
+        prefix = _join(key_prefix)
+        if not prefix:
+            raise ValueError("refusing to delete a whole bucket")
+        count = 0
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if not keys:
+                    continue
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise UserError(
+                        f"S3 refused to delete {self.url(first.get('Key', prefix))} ({first.get('Code')}: "
+                        f"{first.get('Message')}); check s3:DeleteObject on the bucket."
+                    )
+                count += len(keys)
         except (BotoCoreError, ClientError) as e:
             raise self._explain(e) from None
         return count

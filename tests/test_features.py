@@ -7,6 +7,7 @@ from receipt_layoutlm.training.features import (
     IGNORE,
     Window,
     build_examples,
+    chosen_windows,
     merge_predictions,
     plan_windows,
     sequences,
@@ -87,6 +88,24 @@ def test_long_receipt_is_windowed_and_predictions_merge_per_word(tokenizer):
         ]
         best = max(holders, key=lambda h: h[0])[0]
         assert tags[w] in {f"W{k}" for c, k in holders if c == best}
+
+
+def test_the_window_a_word_is_read_from_does_not_depend_on_example_order(tokenizer):
+    # Training sorts validation examples by length, the tagger keeps them in receipt order: both
+    # must read every word from the same window, or the recorded F1 differs from `evaluate`'s.
+    receipts = [
+        TaggedReceipt(f"r{k}", [f"word{i}" for i in range(n)], [[0, 0, 1, 1]] * n, list(range(n)), ["O"] * n)
+        for k, n in enumerate((90, 130, 57))
+    ]
+    _, windows = build_examples(sequences(receipts, "receipt"), tokenizer, {"O": 0}, max_seq_length=32, overlap=12)
+    n_words = [90, 130, 57]
+    natural = chosen_windows(windows, n_words)
+    for order in (
+        list(reversed(range(len(windows)))),
+        sorted(range(len(windows)), key=lambda i: -len(windows[i].words)),
+    ):
+        picked = chosen_windows([windows[i] for i in order], n_words)
+        assert [[(order[c[0]], c[1]) for c in seq] for seq in picked] == natural
 
 
 def test_merge_handles_words_of_several_sequences():

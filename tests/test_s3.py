@@ -92,3 +92,84 @@ def test_no_credentials(aws_env, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(UserError, match="No AWS credentials found for S3 bucket b2.*AWS_ACCESS_KEY_ID"):
         S3Sync("s3://b2", "job", aws_env).check()
+
+
+@pytest.mark.slow
+def test_checkpoints_pruned_locally_are_deleted_from_s3(bucket, tmp_path, aws_env, monkeypatch):
+    """--save-total-limit 1 over four epochs: S3 keeps the checkpoints the output dir keeps (the newest and
+    the best) plus best/; the rows of the others say they were deleted, and a move never fetches them."""
+    import shutil
+
+    from conftest import run_cli
+
+    from receipt_layoutlm.fleet.worker import config_from_record, fetch_from_s3
+    from receipt_layoutlm.store import open_store
+
+    uri = f"sqlite:///{tmp_path / 'jobs.db'}"
+    monkeypatch.setenv("LAYOUTLM_JOB_STORE", uri)
+    out = tmp_path / "pruned"
+    result = run_cli(
+        "train",
+        *("--job-name", "pruned", "--dataset", "demo:24", "--pretrained", "tiny", "--max-seq-length", "64"),
+        *("--epochs", "4", "--batch-size", "8", "--lr", "5e-4", "--save-total-limit", "1"),
+        *("--output-dir", out, "--output-s3-uri", f"s3://{bucket}/runs"),
+    )
+    assert result.exit_code == 0, result.output
+    store = open_store(uri, aws_env)
+    (job,) = store.list_jobs("succeeded")
+    sync = S3Sync(f"s3://{bucket}/runs", "pruned", aws_env)
+    keys = [
+        o["Key"]
+        for page in sync.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
+
+    local = {p.name for p in out.glob("checkpoint-*")}
+    in_s3 = {
+        k.removeprefix(sync.checkpoints_prefix).split("/")[0] for k in keys if k.startswith(sync.checkpoints_prefix)
+    }
+    assert in_s3 == local and f"checkpoint-{job.results['best_step']}" in local
+    assert {"runs/pruned/best/model.safetensors", "runs/pruned/logs/run.json"} <= set(keys)
+    for name in local:  # every kept checkpoint is whole in S3
+        assert {f"{sync.checkpoints_prefix}{name}/{f}" for f in ("model.safetensors", "trainer_state.json")} <= set(
+            keys
+        )
+
+    rows = [r for r in store.checkpoints(job.job_id) if not r["is_best"]]
+    assert sorted(r["epoch"] for r in rows) == [1, 2, 3, 4]
+    deleted = {f"checkpoint-{r['step']}" for r in rows if r.get("s3_deleted")}
+    assert deleted == {f"checkpoint-{r['step']}" for r in rows} - local and len(deleted) >= 2
+    for r in rows:  # the attributes users' clients read are all still there
+        assert r["s3_bucket"] == bucket and r["size_bytes"] > 0 and r["model_state"] is True
+        assert bool(r.get("deleted_at")) == (f"checkpoint-{r['step']}" in deleted)
+    logged = [e["message"] for e in store.logs(job.job_id) if "pruned locally" in e["message"]]
+    assert len(logged) == len(deleted) and all("deleted" in m for m in logged)
+
+    # A move to a machine without the output dir fetches the newest checkpoint that is still in S3, never a
+    # row marked deleted (here one forged with a higher step and nothing behind it).
+    newest = max(r["step"] for r in rows if not r.get("s3_deleted"))
+    store.add_checkpoint(job.job_id, bucket, f"{sync.checkpoints_prefix}checkpoint-9999/", 1, 9999, 9)
+    forged = next(r for r in store.checkpoints(job.job_id) if r["step"] == 9999)
+    store.mark_checkpoint(forged, s3_deleted=True)
+    shutil.rmtree(out)
+    assert fetch_from_s3(store, job, config_from_record(job.job_config), say=lambda _: None, aws=aws_env)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == sorted(local)
+    assert (out / f"checkpoint-{newest}" / "trainer_state.json").is_file()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_a_deleted_checkpoint_row_keeps_every_attribute(backend, tmp_path, request):
+    from receipt_layoutlm.store import open_store
+
+    if backend == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:
+        aws = request.getfixturevalue("aws_env")
+        store = open_store(f"dynamodb://{request.getfixturevalue('fresh_table')}", aws)
+    job = store.create_job("rows", {"epochs": 2})
+    store.add_checkpoint(job.job_id, "b", "runs/rows/checkpoints/checkpoint-5/", 123, 5, 1)
+    (row,) = store.checkpoints(job.job_id)
+    store.mark_checkpoint(row, s3_deleted=True)
+    store.mark_checkpoint({**row, "s3_deleted": True}, deleted_at="2026-11-26T19:00:00+00:00")
+    (marked,) = store.checkpoints(job.job_id)
+    assert marked == {**row, "s3_deleted": True, "deleted_at": "2026-11-26T19:00:00+00:00"}

@@ -262,7 +262,8 @@ def fetch_from_s3(store, job, cfg, say=print, aws: AwsSettings | None = None) ->
     out = cfg.resolved_output_dir()
     if not cfg.output_s3_uri or not job.storage or (out.exists() and any(out.iterdir())):
         return False
-    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best")]
+    # Rows of checkpoints deleted from S3 after --save-total-limit pruned them stay, marked s3_deleted.
+    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best") and not r.get("s3_deleted")]
     if not rows:
         return False
     newest = max(rows, key=lambda r: r["step"])

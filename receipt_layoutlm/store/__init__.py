@@ -401,6 +401,10 @@ class JobStore:
             item["metrics"] = metrics
         self.table.put(item, must_not_exist=True)
 
+    def mark_checkpoint(self, row: dict, **attributes) -> None:
+        """Add attributes to a JobCheckpoint row (e.g. `s3_deleted`, `deleted_at`), keeping the others."""
+        self.table.put({**row, **attributes}, expect={"TYPE": "JOB_CHECKPOINT"})
+
     # --- reading -------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
         item = self.table.get(f"JOB#{job_id}", "JOB")

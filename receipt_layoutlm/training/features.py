@@ -156,17 +156,20 @@ def chosen_windows(windows: list[Window], n_words: list[int]) -> list[list[tuple
     """For each word of each sequence, (example index, token position) of the window it is read from.
 
     A word present in several windows is read from the one where min(distance to the
-    window's first word, distance to its last word) is largest: the most context.
+    window's first word, distance to its last word) is largest: the most context. Between
+    windows with equal context, the one starting earlier in the sequence: the choice must not
+    depend on the order of `windows` (training sorts validation examples by length, the tagger
+    does not, and both must read each word from the same window).
     """
-    best: list[list[tuple[int, int, int] | None]] = [[None] * n for n in n_words]
+    best: list[list[tuple[int, int, int, int] | None]] = [[None] * n for n in n_words]
     for example, win in enumerate(windows):
-        last = len(win.words) - 1
+        last, start = len(win.words) - 1, win.words[0][0] if win.words else 0
         for k, (w, pos) in enumerate(win.words):
-            context = min(k, last - k)
+            rank = (min(k, last - k), -start)
             current = best[win.sequence][w]
-            if current is None or context > current[0]:
-                best[win.sequence][w] = (context, example, pos)
-    return [[(c[1], c[2]) if c is not None else None for c in seq] for seq in best]
+            if current is None or rank > current[:2]:
+                best[win.sequence][w] = (*rank, example, pos)
+    return [[(c[2], c[3]) if c is not None else None for c in seq] for seq in best]
 
 
 def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:

@@ -65,10 +65,11 @@ class Recorder:
         epoch=0,
         is_best=False,
         metrics=None,
-    ) -> None:
-        """Upload a file or folder to S3; a failure is logged and remembered, training goes on."""
+    ) -> bool:
+        """Upload a file or folder to S3; a failure is logged and remembered, training goes on.
+        Returns whether it was uploaded (and its JobCheckpoint row written)."""
         if not self.s3:
-            return
+            return False
         key = self.s3.storage[prefix_attr] + subdir
         try:
             if local.is_dir():
@@ -84,6 +85,51 @@ class Recorder:
             message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
             self.upload_errors.append(message)
             self.log("ERROR", message)
+            return False
+        return True
+
+    def prune_s3_checkpoints(self, output_dir: Path, best_checkpoint: str | None) -> None:
+        """Delete from S3 the checkpoints --save-total-limit deleted here; call it once a newer checkpoint
+        is uploaded. Resuming elsewhere needs only the newest checkpoint and the best one, and the Trainer
+        keeps both on disk; the best one is never deleted, whatever the disk holds.
+
+        Its JobCheckpoint row is first marked `s3_deleted` (no one fetches it any more), then the objects
+        are deleted and `deleted_at` is added. A deletion that fails is logged and retried after the next
+        save; the bucket's lifecycle rule (docs/operations.md) is the second line of defence.
+        """
+        from ..store import now_iso
+
+        if not self.s3 or not self.store:
+            return
+        best_name = Path(best_checkpoint).name if best_checkpoint else None
+        prefix = self.s3.storage["checkpoints_prefix"]
+        try:
+            rows = self.store.checkpoints(self.job.job_id)
+        except Exception as e:  # noqa: BLE001 - pruning waits for the next save
+            log.warning("checkpoint rows of job %s not read: %s", self.job.job_id, e)
+            return
+        for row in rows:
+            name = f"checkpoint-{row['step']}"
+            if (
+                row.get("is_best")
+                or row.get("deleted_at")
+                or not row["s3_key"].startswith(prefix)
+                or name == best_name
+                or (Path(output_dir) / name).exists()
+            ):
+                continue
+            try:
+                if not row.get("s3_deleted"):
+                    self.store.mark_checkpoint(row, s3_deleted=True)
+                    row = {**row, "s3_deleted": True}
+                n = self.s3.delete_prefix(row["s3_key"])
+                self.store.mark_checkpoint(row, deleted_at=now_iso())
+            except Exception as e:  # noqa: BLE001 - training goes on; retried after the next save
+                self.log(
+                    "WARNING", f"{name} pruned locally but not deleted from s3://{self.s3.bucket}/{row['s3_key']}: {e}"
+                )
+                continue
+            self.log("INFO", f"{name} pruned locally: deleted {n} objects under s3://{self.s3.bucket}/{row['s3_key']}")
 
 
 def epoch_number(epoch: float | None) -> int:
@@ -150,13 +196,15 @@ class RecordingCallback(TrainerCallback):
             return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.exists():
-            self.recorder.upload(
+            uploaded = self.recorder.upload(
                 ckpt,
                 "checkpoints_prefix",
                 f"{ckpt.name}/",
                 checkpoint_step=state.global_step,
                 epoch=epoch_number(state.epoch),
             )
+            if uploaded:  # never delete an older copy while the newest is not safely in S3
+                self.recorder.prune_s3_checkpoints(Path(args.output_dir), state.best_model_checkpoint)
 
 
 class QuietProgress(ProgressCallback):
@@ -181,12 +229,37 @@ class QuietProgress(ProgressCallback):
 
 class StopOnSignal(TrainerCallback):
     """After a SIGTERM (`stop.requested`) or a cancel request, save a checkpoint at the end of the
-    step and stop. Every logging interval it beats the job's heartbeat and looks for a cancel request."""
+    step and stop. Every logging interval it beats the job's heartbeat and looks for a cancel request.
+
+    Under torchrun all ranks must stop at the same step, or the ones still training wait forever in
+    their next all-reduce: SIGTERM reaches the ranks at different moments, and only rank 0 beats the
+    heartbeat and sees a cancel. So at every step end the ranks agree on the stop (the max of their
+    flags) over a gloo group of their own: a CPU all-reduce of two numbers, no GPU synchronisation.
+    """
 
     def __init__(self, stop, recorder: Recorder):
         self.stop, self.recorder = stop, recorder
+        self.group = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            self.group = torch.distributed.new_group(backend="gloo")  # every rank calls it here, as it must
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.group is not None:
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None
+
+    def _agree(self) -> None:
+        if self.group is None:
+            return
+        flags = torch.tensor([self.stop.requested, self.stop.cancelled], dtype=torch.int32)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX, group=self.group)
+        self.stop.requested, self.stop.cancelled = bool(flags[0]), bool(flags[1])
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._agree()
         if self.stop.requested:
             control.should_save = True
             control.should_training_stop = True
@@ -201,8 +274,9 @@ class StopOnSignal(TrainerCallback):
     def on_log(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.recorder.heartbeat() and not self.stop.requested:
             self.stop.requested = self.stop.cancelled = True
-            control.should_save = True
-            control.should_training_stop = True
+            if self.group is None:  # alone: save and stop now; under torchrun all ranks do at the next step end
+                control.should_save = True
+                control.should_training_stop = True
 
 
 class ReceiptTrainer(Trainer):

@@ -116,9 +116,11 @@ class StopRequest:
     def __init__(self):
         self.requested = False
         self.cancelled = False
+        self.signals = 0  # received by this process (under torchrun another rank's stop sets `requested` too)
 
     def __call__(self, signum, frame):
-        if self.requested and not self.cancelled:
+        self.signals += 1
+        if self.signals > 1 and not self.cancelled:
             raise Interrupted("received a second SIGTERM")
         self.requested = True
 
@@ -504,9 +506,8 @@ class TrainingRun:
             scores = entity_scores(val_true, tags, entity_types(label_list))
             return with_checkpoint_metric(scores, cfg.checkpoint_metric)
 
-        steps_per_epoch = math.ceil(
-            len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1")))
-        )
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes
+        steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size))
         args = TrainingArguments(
             output_dir=str(out),
             per_device_train_batch_size=cfg.batch_size,
@@ -534,6 +535,9 @@ class TrainingRun:
             report_to="none",
             dataloader_pin_memory=torch.cuda.is_available(),
             ddp_find_unused_parameters=True,  # the pooler takes no part in token classification
+            # Without CUDA, accelerate runs torchrun's processes as real DDP (gloo) only when told to use
+            # the CPU; else each process trains alone on all the data.
+            use_cpu=world_size > 1 and not torch.cuda.is_available(),
             disable_tqdm=not self.is_main,
             **precision_flags(self.precision, torch.cuda.is_available()),
         )
@@ -612,6 +616,8 @@ class TrainingRun:
                 is_best=True,
                 metrics={"val_f1": results["best_f1"]},
             )
+            # With --save-total-limit 1 the Trainer deleted the last checkpoint at the end (it keeps the best).
+            recorder.prune_s3_checkpoints(self.out, state.best_model_checkpoint)
             _record_end(recorder, results)
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
