@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..aws import AwsSettings
 from ..errors import UserError
-from ..store import DEFAULT_LEASE_SECONDS, ConditionFailed, open_store
+from ..store import DEFAULT_LEASE_SECONDS, ConditionFailed, StoreUnavailable, open_store
+from ..store.journal import Journal
 from .imds import DEFAULT_ENDPOINT, Imds
 from .queue import (
     DEFAULT_MAX_ATTEMPTS,
@@ -206,6 +207,15 @@ class Worker:
         job = self.store.get_job(job_id)
         if job is None:
             return
+        out = job.job_config.get("output_dir")
+        if out and Journal.of(out).pending:
+            # The run ended while the store was away: its journal holds how it ended; write that first.
+            try:
+                flushed = Journal.of(out).flush(self.store)
+                self.say(f"job {job_id}: {flushed.written} journaled write(s) flushed from {out}")
+            except StoreUnavailable as e:
+                self.say(f"job {job_id}: journal in {out} not flushed yet ({e})")
+            job = self.store.get_job(job_id)
         try:
             if job.status in FINISHED:
                 put_instance_job(self.store, self.info.instance_id, job_id, instance_job_status(job.status))
@@ -311,16 +321,19 @@ def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=pri
         return 0
     except UserError as e:
         say(f"error: {e}")
+        if Journal.of(cfg.resolved_output_dir()).pending:
+            return 2  # the run recorded its end in its journal; the worker flushes it
         # Refused before it recorded anything (e.g. the output dir holds another job): say so on the job.
-        job = store.get_job(job_id)
-        if job is not None and job.status == "running" and job.attempts == attempts:
-            try:
-                store.transition(
-                    job, "failed", {"status": "running", "attempts": attempts or None}, message=str(e)[:500]
-                )
-                store.add_log(job_id, "ERROR", str(e), source="worker")
-            except ConditionFailed:
-                pass
+        with contextlib.suppress(StoreUnavailable):  # the store is away: the run's journal tells the worker
+            job = store.get_job(job_id)
+            if job is not None and job.status == "running" and job.attempts == attempts:
+                try:
+                    store.transition(
+                        job, "failed", {"status": "running", "attempts": attempts or None}, message=str(e)[:500]
+                    )
+                    store.add_log(job_id, "ERROR", str(e), source="worker")
+                except ConditionFailed:
+                    pass
         return 2
 
 
