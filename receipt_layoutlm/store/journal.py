@@ -6,13 +6,14 @@ stopping: one JSON line per item, in wire format (wire.py), fsync'd. The items a
 before they are journaled, so each keeps its key (the keys embed timestamps): replaying a line that
 did reach the store overwrites that item with itself, never adds a second one.
 
-`flush` replays the lines in order. JobMetric/JobLog/JobStatus items are plain puts. A Job item is
-fenced: it is written only while the stored Job still has the attempt number it was journaled with
-and the status this run last wrote (or the journaled status itself, when it already got through), so
-a job that another process moved on meanwhile (claimed again, requeued, cancelled) is not set back;
-such a Job line is dropped and counted. The journal is flushed by the run itself as soon as the store
-answers again, at the start of the job's next run in that output dir, by the worker when the run's
-process ends, and by `layoutlm-cli jobs flush-journal DIR`.
+`flush` replays the lines in order. JobMetric/JobLog items are plain puts. A Job item (with the
+JobStatus row of its status change) is fenced: it is written only while the stored Job still has the
+attempt number it was journaled with and the status this run last wrote (or the journaled status
+itself, when it already got through), so a job that another process moved on meanwhile (claimed
+again, requeued, cancelled) is not set back; such a line is dropped, with its JobStatus row, and
+counted. The journal is flushed by the run itself as soon as the store answers again, at the start
+of the job's next run in that output dir, by the worker when the run's process ends, and by
+`layoutlm-cli jobs flush-journal DIR`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Journal:
         return self.path.exists() and self.path.stat().st_size > 0
 
     def append(self, entries: list[dict]) -> None:
-        """entries: {"item": item} or {"job": Job item, "expect_status": status this run last wrote}."""
+        """entries: {"item": item}, or {"job": Job item, "expect_status": the status this run last wrote,
+        "status_row": its JobStatus item or None}."""
         lines = "".join(json.dumps(_to_line(e), ensure_ascii=False) + "\n" for e in entries)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(lines)
@@ -88,9 +90,11 @@ class Journal:
             try:
                 if "job" in entry:
                     if replay_job(store, entry["job"], entry.get("expect_status")):
+                        if entry.get("status_row"):
+                            store.table.put(entry["status_row"])
                         result.written += 1
                     else:
-                        result.dropped += 1
+                        result.dropped += 1  # and its JobStatus row: the history shows what the Job went through
                 else:
                     store.table.put(entry["item"])
                     result.written += 1
@@ -126,11 +130,14 @@ def replay_job(store, item: dict, expect_status: str | None) -> bool:
     return False
 
 
+ITEM_KEYS = ("item", "job", "status_row")
+
+
 def _to_line(entry: dict) -> dict:
-    return {k: item_to_wire(v) if k in ("item", "job") else v for k, v in entry.items()}
+    return {k: item_to_wire(v) if k in ITEM_KEYS and v else v for k, v in entry.items()}
 
 
 def _from_line(line: dict) -> dict:
     if "item" not in line and "job" not in line:
         raise KeyError("item")
-    return {k: item_from_wire(v) if k in ("item", "job") else v for k, v in line.items()}
+    return {k: item_from_wire(v) if k in ITEM_KEYS and v else v for k, v in line.items()}

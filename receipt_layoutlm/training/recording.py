@@ -67,8 +67,11 @@ class Recorder:
 
     def _apply(self, entries: list[dict]) -> None:
         items = [e["item"] for e in entries if "item" in e]
-        if any("job" in e for e in entries):
-            self.store.update_job(self.job)  # fenced by the attempt number; keeps a cancel request
+        for entry in entries:
+            if "job" in entry:
+                self.store.update_job(self.job)  # fenced by the attempt number; keeps a cancel request
+                if entry["status_row"]:
+                    self.store.table.put(entry["status_row"])
         if len(items) == 1:
             self.store.table.put(items[0])
         elif items:
@@ -125,11 +128,10 @@ class Recorder:
         job.results.update(results)
         changed = status != job.status
         job.status = status
-        entries = [{"job": job.to_item(), "expect_status": self.written_status}]
-        if changed:
-            entries.append({"item": self.store.status_item(job, message=message, progress=progress)})
+        row = self.store.status_item(job, message=message, progress=progress) if changed else None
+        entry = {"job": job.to_item(), "expect_status": self.written_status, "status_row": row}
         self.written_status = status
-        self._write(entries)
+        self._write([entry])
 
     def upload(
         self,

@@ -1,0 +1,119 @@
+"""Store faults never kill training (issue 11, item 6): a locked sqlite file is retried, writes made while
+the store is away go to the run's journal and reach the store later, in order, once each, without setting
+back a job another process moved on. Real locks here; a stopped DynamoDB Local in test_fleet_outages.py."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from receipt_layoutlm.store import StoreUnavailable, open_store
+from receipt_layoutlm.store import sqlite as sqlite_backend
+from receipt_layoutlm.store.journal import Journal
+
+
+@pytest.fixture
+def quick_locks(monkeypatch):
+    """sqlite gives up on a held lock after 50 ms per attempt, 3 attempts: the tests wait little."""
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(sqlite_backend, "LOCKED_ATTEMPTS", 3)
+
+
+def hold_write_lock(path):
+    """Another process's writer: holds the database's write lock until released."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    return other
+
+
+def test_locked_sqlite_is_retried_then_unavailable(tmp_path, quick_locks, monkeypatch):
+    db = tmp_path / "jobs.db"
+    store = open_store(f"sqlite:///{db}")
+    job = store.create_job("locked", {})
+    other = hold_write_lock(db)
+    # Released during the retries (8 attempts of 50 ms each at least): a retry after backoff gets through.
+    monkeypatch.setattr(sqlite_backend, "LOCKED_ATTEMPTS", 8)
+    threading.Timer(0.05, other.rollback).start()
+    store.add_log(job.job_id, "INFO", "after the lock")
+    monkeypatch.setattr(sqlite_backend, "LOCKED_ATTEMPTS", 3)
+    assert [log["message"] for log in store.logs(job.job_id)] == ["after the lock"]
+
+    other = hold_write_lock(db)
+    try:
+        with pytest.raises(StoreUnavailable, match="stayed locked by another process"):
+            store.add_log(job.job_id, "INFO", "never")
+    finally:
+        other.rollback()
+    assert len(store.logs(job.job_id)) == 1
+
+
+def test_journal_while_locked_then_flushed_in_order_once(tmp_path, quick_locks):
+    from receipt_layoutlm.training.recording import Recorder
+
+    db = tmp_path / "jobs.db"
+    store = open_store(f"sqlite:///{db}")
+    job = store.create_job("journaled", {})
+    journal = Journal.of(tmp_path)
+    recorder = Recorder(store, job, None, journal=journal)
+    recorder.status("running", message="training started")
+    recorder.metrics([{"name": "val_f1", "value": 0.25, "epoch": 1, "step": 4}])
+    assert not journal.pending
+
+    other = hold_write_lock(db)
+    recorder.metrics([{"name": "val_f1", "value": 0.5, "epoch": 2, "step": 8}])
+    recorder.log("INFO", "written while locked")
+    assert not recorder.heartbeat()  # skipped, training goes on
+    recorder.status("succeeded", message="done", best_f1=0.5)
+    assert journal.pending and len(journal.entries()) == 3  # metric, log, Job with its JobStatus row
+    assert recorder.flush(force=True) is False  # still locked: kept
+    other.rollback()
+
+    assert store.get_job(job.job_id).status == "running"
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1]
+    copy = tmp_path / "journal.copy"
+    shutil.copy(journal.path, copy)
+    assert recorder.flush(force=True) is True
+    assert not journal.path.exists()
+
+    stored = store.get_job(job.job_id)
+    assert stored.status == "succeeded" and stored.results["best_f1"] == 0.5
+    assert [s["status"] for s in store.status_history(job.job_id)] == ["pending", "running", "succeeded"]
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1, 2]
+    assert [log["message"] for log in store.logs(job.job_id)] == ["written while locked"]
+
+    # A replay of lines that already reached the store (a flush cut short) overwrites them: no second row.
+    shutil.copy(copy, journal.path)
+    flushed = journal.flush(store)
+    assert flushed.written == 3 and flushed.dropped == 0
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1, 2]
+    assert len(store.status_history(job.job_id)) == 3 and len(store.logs(job.job_id)) == 1
+
+
+def test_journaled_status_does_not_set_back_a_job_moved_on(tmp_path, quick_locks):
+    """The run journals `succeeded` while the store is locked; meanwhile another process declares the job
+    stale and fails it. The flush writes the run's metrics but leaves the job `failed`."""
+    from receipt_layoutlm.training.recording import Recorder
+
+    db = tmp_path / "jobs.db"
+    store = open_store(f"sqlite:///{db}")
+    job = store.create_job("moved-on", {})
+    recorder = Recorder(store, job, None, journal=Journal.of(tmp_path))
+    recorder.status("running")
+    other = hold_write_lock(db)
+    recorder.metrics([{"name": "val_f1", "value": 0.5, "epoch": 1, "step": 4}])
+    recorder.status("succeeded", message="done")
+    other.rollback()
+
+    elsewhere = open_store(f"sqlite:///{db}")
+    stale = elsewhere.get_job(job.job_id)
+    elsewhere.transition(stale, "failed", {"status": "running"}, message="stale: gave up")
+    time.sleep(0.01)
+    flushed = Journal.of(tmp_path).flush(store)
+    assert flushed.dropped == 1 and flushed.written == 1  # the metric; the Job and its JobStatus row not
+    assert store.get_job(job.job_id).status == "failed"
+    assert [s["status"] for s in store.status_history(job.job_id)] == ["pending", "running", "failed"]
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1]
