@@ -72,6 +72,7 @@ class Worker:
         self.worker_id = f"{self.info.instance_id}/{os.getpid()}"
         self.slots: list[str | None] = list(settings.gpus) or [None]
         self.children: dict = {}  # slot -> (Popen, job_id)
+        self.unrecorded: set[str] = set()  # jobs whose process ended while the store was away
         self.stop_reason: str | None = None
         self.signals = 0
         self.launched_at = None
@@ -144,10 +145,13 @@ class Worker:
                     break
                 if now - last_poll >= s.poll:
                     last_poll = now
-                    self.put_instance("running")
-                    for job in recover(self.store, s.queue, self.info.instance_id, s.lease, s.max_attempts):
-                        self.say(f"job {job.job_id} ({job.name}): {job.status} (was stale or interrupted)")
-                    self.claim_work()
+                    try:
+                        self.put_instance("running")
+                        for job in recover(self.store, s.queue, self.info.instance_id, s.lease, s.max_attempts):
+                            self.say(f"job {job.job_id} ({job.name}): {job.status} (was stale or interrupted)")
+                        self.claim_work()
+                    except StoreUnavailable as e:  # the jobs it runs go on (they journal); try at the next poll
+                        self.say(f"job store unavailable, nothing claimed this time: {e}")
                 if self.children:
                     idle_since = now
                 elif s.max_jobs is not None and self.jobs_started >= s.max_jobs:
@@ -160,7 +164,8 @@ class Worker:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            self.put_instance("stopped")
+            with contextlib.suppress(StoreUnavailable):
+                self.put_instance("stopped")
         return self.jobs_started
 
     def claim_work(self) -> None:
@@ -198,8 +203,16 @@ class Worker:
     def reap(self) -> None:
         for slot, (proc, job_id) in list(self.children.items()):
             if proc.poll() is not None:
+                try:
+                    self.finished(job_id, proc.returncode)
+                except StoreUnavailable as e:
+                    # Kept as a child: its end is recorded at a later tick, once the store answers.
+                    if job_id not in self.unrecorded:
+                        self.unrecorded.add(job_id)
+                        self.say(f"job {job_id}: its end is not recorded yet ({e})")
+                    continue
+                self.unrecorded.discard(job_id)
                 del self.children[slot]
-                self.finished(job_id, proc.returncode)
 
     def finished(self, job_id: str, code: int) -> None:
         """Record how the child's run ended; put back what did not finish."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..labels import entity_types
 
@@ -282,7 +283,32 @@ class StopOnSignal(TrainerCallback):
             control.should_training_stop = True
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches in an order drawn from (seed, epoch) alone. The Trainer's sampler draws it
+    from the global RNG when the epoch starts: a run resumed mid-epoch would draw another order for
+    the rest of that epoch than the uninterrupted run did (the RNG state saved in the checkpoint is
+    restored only after that draw), and end with other weights."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class ReceiptTrainer(Trainer):
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
     def _get_eval_sampler(self, eval_dataset):
         # Predictions are mapped back to words by example position, so evaluation must
         # keep the dataset's order (transformers 5 length-groups eval batches too).
