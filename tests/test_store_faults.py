@@ -4,6 +4,7 @@ back a job another process moved on. Real locks here; a stopped DynamoDB Local i
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import threading
@@ -117,3 +118,81 @@ def test_journaled_status_does_not_set_back_a_job_moved_on(tmp_path, quick_locks
     assert store.get_job(job.job_id).status == "failed"
     assert [s["status"] for s in store.status_history(job.job_id)] == ["pending", "running", "failed"]
     assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1]
+
+
+class ThrottlingProxy:
+    """An HTTP proxy in front of DynamoDB Local that answers the next `failures` PutItem calls itself with
+    DynamoDB's own errors (HTTP 500 InternalServerError, then 400 ProvisionedThroughputExceededException,
+    alternating), and forwards everything else."""
+
+    def __init__(self, target: str):
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlparse
+
+        proxy = self
+        self.failures, self.put_calls = 0, 0
+        host, port = urlparse(target).hostname, urlparse(target).port
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("X-Amz-Target", "").endswith(".PutItem"):
+                    proxy.put_calls += 1
+                    if proxy.failures > 0:
+                        proxy.failures -= 1
+                        error, status = (
+                            ("InternalServerError", 500)
+                            if proxy.failures % 2
+                            else ("ProvisionedThroughputExceededException", 400)
+                        )
+                        payload = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{error}", "message": "x"})
+                        return self.answer(status, {"Content-Type": "application/x-amz-json-1.0"}, payload.encode())
+                upstream = http.client.HTTPConnection(host, port, timeout=30)
+                upstream.request("POST", self.path, body, dict(self.headers))
+                reply = upstream.getresponse()
+                self.answer(reply.status, dict(reply.getheaders()), reply.read())
+
+            def answer(self, status, headers, payload):
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_dynamodb_throttling_and_5xx_are_retried_then_unavailable(fresh_table, aws_env, monkeypatch):
+    from dataclasses import replace
+
+    from receipt_layoutlm.store import dynamodb as dynamodb_backend
+
+    monkeypatch.setattr(dynamodb_backend, "RETRIES", 2)  # 3 attempts: keeps the giving-up case short
+    proxy = ThrottlingProxy(aws_env.dynamodb_endpoint)
+    try:
+        store = open_store(f"dynamodb://{fresh_table}", replace(aws_env, dynamodb_endpoint=proxy.url))
+        job = store.create_job("throttled", {})
+        proxy.failures, proxy.put_calls = 2, 0  # a 500, then a throttle: the third attempt gets through
+        store.add_log(job.job_id, "INFO", "after two refusals")
+        assert proxy.put_calls == 3
+        assert [log["message"] for log in store.logs(job.job_id)] == ["after two refusals"]
+
+        proxy.failures, proxy.put_calls = 100, 0
+        with pytest.raises(StoreUnavailable, match="ProvisionedThroughputExceeded|InternalServerError"):
+            store.add_log(job.job_id, "INFO", "never")
+        assert proxy.put_calls == 3
+        assert len(store.logs(job.job_id)) == 1
+    finally:
+        proxy.close()
