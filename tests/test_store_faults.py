@@ -196,3 +196,36 @@ def test_dynamodb_throttling_and_5xx_are_retried_then_unavailable(fresh_table, a
         assert len(store.logs(job.job_id)) == 1
     finally:
         proxy.close()
+
+
+def test_flush_journal_command(tmp_path, quick_locks):
+    """What a run left in its journal (the store was away when it ended) is written by `jobs flush-journal`,
+    which refuses another store than the run's and is harmless to run twice."""
+    from conftest import one_sentence_error, run_cli
+
+    from receipt_layoutlm.training.artifacts import RunFile
+    from receipt_layoutlm.training.recording import Recorder
+
+    db, out = tmp_path / "jobs.db", tmp_path / "run"
+    out.mkdir()
+    uri = f"sqlite:///{db}"
+    store = open_store(uri)
+    job = store.create_job("ended-away", {})
+    RunFile(out / "run.json", {"job_id": job.job_id, "job_name": "ended-away", "job_store": uri}).save()
+    recorder = Recorder(store, job, None, journal=Journal.of(out))
+    recorder.status("running")
+    other = hold_write_lock(db)
+    recorder.metrics([{"name": "val_f1", "value": 0.5, "epoch": 1, "step": 4}])
+    recorder.status("succeeded", message="done")
+    other.rollback()
+
+    refused = run_cli("jobs", "flush-journal", out, "--job-store", f"sqlite:///{tmp_path / 'other.db'}")
+    one_sentence_error(refused, f"--job-store {uri}")
+    assert Journal.of(out).pending and store.get_job(job.job_id).status == "running"
+
+    done = run_cli("jobs", "flush-journal", out, "--job-store", uri)
+    assert done.exit_code == 0 and "flushed 2 journaled write(s)" in done.output, done.output
+    assert store.get_job(job.job_id).status == "succeeded" and not (out / "journal.jsonl").exists()
+    again = run_cli("jobs", "flush-journal", out, "--job-store", uri)
+    assert again.exit_code == 0 and "no journal" in again.output
+    assert [m["epoch"] for m in store.metrics(job.job_id, "val_f1")] == [1]

@@ -27,13 +27,13 @@ from .table import ConditionFailed
 from .wire import item_from_wire, item_to_wire
 
 JOURNAL_FILE = "journal.jsonl"
+BATCH = 100  # items per put_many when flushing
 
 
 @dataclass
 class Flushed:
     written: int = 0  # lines replayed into the store
     dropped: int = 0  # Job lines not written: the job was moved on by another process
-    left: int = 0  # lines still in the journal (the store failed again)
 
 
 class Journal:
@@ -85,8 +85,9 @@ class Journal:
         Raises StoreUnavailable when the store fails again, keeping the lines not yet written."""
         from .table import StoreUnavailable
 
-        entries, result = self.entries(), Flushed()
-        for i, entry in enumerate(entries):
+        entries, result, i = self.entries(), Flushed(), 0
+        while i < len(entries):
+            entry = entries[i]
             try:
                 if "job" in entry:
                     if replay_job(store, entry["job"], entry.get("expect_status")):
@@ -95,9 +96,16 @@ class Journal:
                         result.written += 1
                     else:
                         result.dropped += 1  # and its JobStatus row: the history shows what the Job went through
-                else:
-                    store.table.put(entry["item"])
-                    result.written += 1
+                    i += 1
+                    continue
+                # A run of metric/log items up to the next Job line: one batch (their order among
+                # themselves does not matter, each has its own key).
+                end = i
+                while end < len(entries) and "job" not in entries[end] and end - i < BATCH:
+                    end += 1
+                store.table.put_many([e["item"] for e in entries[i:end]])
+                result.written += end - i
+                i = end
             except StoreUnavailable:
                 self._keep(entries[i:])
                 raise
