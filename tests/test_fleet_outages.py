@@ -106,6 +106,51 @@ def test_dynamodb_local_stopped_and_restarted_mid_run(aws_env, tmp_path):
 
 
 @pytest.mark.slow
+def test_store_still_away_at_the_end_then_flush_journal(aws_env, tmp_path):
+    """The store goes away for good during the last epoch: the run still writes best/ and run.json, keeps
+    its journal, and ends with one sentence saying how the journal gets written; `jobs flush-journal`
+    writes it once the store is back, and the job reads `succeeded` with each epoch once."""
+    from receipt_layoutlm.store.dynamodb import create_table
+
+    port, data = aws_servers.free_port(), tmp_path / "dynamodb-data"
+    data.mkdir()
+    server, url = aws_servers.start_dynamodb_local(db_path=data, port=port)
+    try:
+        settings = replace(aws_env, dynamodb_endpoint=url)
+        create_table("away", settings)
+        uri = "dynamodb://away"
+        env, store = env_for(uri, DYNAMODB_ENDPOINT_URL=url), open_store(uri, settings)
+        out, log = tmp_path / "run", tmp_path / "train.log"
+        proc = train("--job-name", "away", "--output-dir", out, *TRAIN, "--epochs", "2", env=env, log=log)
+        job_id = wait_for("the job", lambda: [j.job_id for j in store.list_jobs()], procs=[proc])[0]
+        wait_for("epoch 1 in the table", lambda: store.metrics(job_id, "val_f1"), procs=[proc])
+        server.kill()
+        server.wait()
+
+        assert proc.wait(timeout=600) == 2, log.read_text()
+        output = log.read_text()
+        assert "Traceback" not in output
+        (error,) = [line for line in output.splitlines() if line.startswith("error:")]
+        assert f"best/ is in {out / 'best'}" in error and f"jobs flush-journal {out}" in error, error
+        assert (out / "best" / "model.safetensors").exists()
+        assert json.loads((out / "run.json").read_text())["status"] == "succeeded"
+        assert (out / "journal.jsonl").exists()
+
+        server, _ = aws_servers.start_dynamodb_local(db_path=data, port=port)
+        assert store.get_job(job_id).status == "running"  # what the store knew when it went away
+        command = [sys.executable, "-c", "from receipt_layoutlm.cli import main; main()", "jobs", "flush-journal"]
+        done = subprocess.run([*command, str(out)], env=env, text=True, capture_output=True, timeout=300)
+        assert done.returncode == 0 and "flushed" in done.stdout, done.stdout + done.stderr
+        assert not (out / "journal.jsonl").exists()
+        job = store.get_job(job_id)
+        assert job.status == "succeeded" and job.results["epochs_completed"] == 2
+        assert [s["status"] for s in store.status_history(job_id)] == ["pending", "running", "succeeded"]
+        assert epochs_of(store, job_id, "val_f1") == [1, 2]
+    finally:
+        aws_servers.stop(server)
+
+
+@pytest.mark.slow
 def test_s3_refusing_writes_training_goes_on(aws_env, tmp_path):
     """The bucket starts refusing PutObject (a deny policy) after the first checkpoint is up: training
     goes on to the last epoch, each failed upload is an ERROR JobLog, best/ is written locally, and the
