@@ -131,7 +131,7 @@ def test_store_still_away_at_the_end_then_flush_journal(aws_env, tmp_path):
         output = log.read_text()
         assert "Traceback" not in output
         (error,) = [line for line in output.splitlines() if line.startswith("error:")]
-        assert f"best/ is in {out / 'best'}" in error and f"jobs flush-journal {out}" in error, error
+        assert f"best/ is in {out / 'best'}" in error and f"jobs flush-journal {out} --job-store {uri}" in error, error
         assert (out / "best" / "model.safetensors").exists()
         assert json.loads((out / "run.json").read_text())["status"] == "succeeded"
         assert (out / "journal.jsonl").exists()

@@ -306,11 +306,11 @@ def journaled(recorder: Recorder) -> str:
     """'' when every write reached the store; else how the journal left in the output dir gets there."""
     if recorder.journal is None or recorder.flush(force=True):
         return ""
-    n, out = len(recorder.journal.entries()), recorder.journal.path.parent
+    n, out, store = len(recorder.journal.entries()), recorder.journal.path.parent, recorder.store.description
     return (
-        f"; the job store {recorder.store.description} was unreachable, so {n} write(s) wait in "
-        f"{recorder.journal.path}: they are written when this job next runs in {out}, or now with "
-        f"`layoutlm-cli jobs flush-journal {out}`"
+        f"; the job store {store} was unreachable, so {n} write(s) wait in {recorder.journal.path}: they are "
+        f"written when this job next runs in {out}, or now with `layoutlm-cli jobs flush-journal {out} "
+        f"--job-store {store}`"
     )
 
 
