@@ -34,12 +34,16 @@ def find_dynamodb_local() -> Path:
     return jars[-1].parent  # the newest dated folder
 
 
-def start_dynamodb_local(timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
+def start_dynamodb_local(
+    timeout_s: float = 30, db_path: Path | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    """DynamoDB Local in memory, or with its data in db_path (survives a restart on the same port)."""
     java = shutil.which("java")
     if java is None:
         raise RuntimeError("`java` not found on PATH; DynamoDB Local needs a Java 17+ runtime.")
     folder = find_dynamodb_local()
-    port = free_port()
+    port = port or free_port()
+    storage = ["-dbPath", str(db_path)] if db_path else ["-inMemory"]
     # Output goes to a file, not a pipe: a full pipe would stall the server mid-session.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, closed with it
     proc = subprocess.Popen(
@@ -52,7 +56,7 @@ def start_dynamodb_local(timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
             "-Djava.library.path=./DynamoDBLocal_lib",
             "-jar",
             "DynamoDBLocal.jar",
-            "-inMemory",
+            *storage,
             "-sharedDb",
             "-disableTelemetry",
             "-port",

@@ -230,3 +230,35 @@ def jobs_report(ref, output, store):
     out = output or Path(f"{job.name}-report")
     index = write_report(job, store.metrics(job.job_id), store.status_history(job.job_id), out)
     console.print(f"wrote {index} and {len(list(out.glob('*.png')))} PNGs", highlight=False)
+
+
+@jobs.command("flush-journal")
+@click.argument("output_dir", type=click.Path(path_type=Path, file_okay=False))
+@with_store
+def jobs_flush_journal(output_dir, store):
+    """Write the journal a run left in OUTPUT_DIR (journal.jsonl: its writes made while the job store was
+    unreachable) into the store, in order; items already there are overwritten, not duplicated."""
+    from ..errors import UserError
+    from ..store.journal import Journal
+    from ..training.artifacts import OutputDirClaim, RunFile
+
+    journal = Journal.of(output_dir)
+    if not journal.pending:
+        console.print(f"{output_dir} holds no journal to flush", highlight=False)
+        return
+    run = RunFile.load(output_dir / "run.json").data if (output_dir / "run.json").exists() else {}
+    if run.get("job_store") and run["job_store"] != store.description:
+        raise UserError(
+            f"The run in {output_dir} recorded job {run.get('job_id')} in {run['job_store']}, not "
+            f"{store.description}; pass --job-store {run['job_store']}."
+        )
+    claim = OutputDirClaim(output_dir, run.get("job_name", "")).acquire()  # no run may append meanwhile
+    try:
+        flushed = journal.flush(store)
+    finally:
+        claim.release()
+    console.print(
+        f"flushed {flushed.written} journaled write(s) of job {run.get('job_id', '?')} into {store.description}"
+        + (f"; {flushed.dropped} status write(s) dropped: the job was moved on meanwhile" if flushed.dropped else ""),
+        highlight=False,
+    )

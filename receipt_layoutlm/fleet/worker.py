@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..aws import AwsSettings
 from ..errors import UserError
-from ..store import DEFAULT_LEASE_SECONDS, ConditionFailed, open_store
+from ..store import DEFAULT_LEASE_SECONDS, ConditionFailed, StoreUnavailable, open_store
+from ..store.journal import Journal
 from .imds import DEFAULT_ENDPOINT, Imds
 from .queue import (
     DEFAULT_MAX_ATTEMPTS,
@@ -71,6 +72,7 @@ class Worker:
         self.worker_id = f"{self.info.instance_id}/{os.getpid()}"
         self.slots: list[str | None] = list(settings.gpus) or [None]
         self.children: dict = {}  # slot -> (Popen, job_id)
+        self.unrecorded: set[str] = set()  # jobs whose process ended while the store was away
         self.stop_reason: str | None = None
         self.signals = 0
         self.launched_at = None
@@ -143,10 +145,13 @@ class Worker:
                     break
                 if now - last_poll >= s.poll:
                     last_poll = now
-                    self.put_instance("running")
-                    for job in recover(self.store, s.queue, self.info.instance_id, s.lease, s.max_attempts):
-                        self.say(f"job {job.job_id} ({job.name}): {job.status} (was stale or interrupted)")
-                    self.claim_work()
+                    try:
+                        self.put_instance("running")
+                        for job in recover(self.store, s.queue, self.info.instance_id, s.lease, s.max_attempts):
+                            self.say(f"job {job.job_id} ({job.name}): {job.status} (was stale or interrupted)")
+                        self.claim_work()
+                    except StoreUnavailable as e:  # the jobs it runs go on (they journal); try at the next poll
+                        self.say(f"job store unavailable, nothing claimed this time: {e}")
                 if self.children:
                     idle_since = now
                 elif s.max_jobs is not None and self.jobs_started >= s.max_jobs:
@@ -159,7 +164,8 @@ class Worker:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            self.put_instance("stopped")
+            with contextlib.suppress(StoreUnavailable):
+                self.put_instance("stopped")
         return self.jobs_started
 
     def claim_work(self) -> None:
@@ -197,8 +203,16 @@ class Worker:
     def reap(self) -> None:
         for slot, (proc, job_id) in list(self.children.items()):
             if proc.poll() is not None:
+                try:
+                    self.finished(job_id, proc.returncode)
+                except StoreUnavailable as e:
+                    # Kept as a child: its end is recorded at a later tick, once the store answers.
+                    if job_id not in self.unrecorded:
+                        self.unrecorded.add(job_id)
+                        self.say(f"job {job_id}: its end is not recorded yet ({e})")
+                    continue
+                self.unrecorded.discard(job_id)
                 del self.children[slot]
-                self.finished(job_id, proc.returncode)
 
     def finished(self, job_id: str, code: int) -> None:
         """Record how the child's run ended; put back what did not finish."""
@@ -206,6 +220,15 @@ class Worker:
         job = self.store.get_job(job_id)
         if job is None:
             return
+        out = job.job_config.get("output_dir")
+        if out and Journal.of(out).pending:
+            # The run ended while the store was away: its journal holds how it ended; write that first.
+            try:
+                flushed = Journal.of(out).flush(self.store)
+                self.say(f"job {job_id}: {flushed.written} journaled write(s) flushed from {out}")
+            except StoreUnavailable as e:
+                self.say(f"job {job_id}: journal in {out} not flushed yet ({e})")
+            job = self.store.get_job(job_id)
         try:
             if job.status in FINISHED:
                 put_instance_job(self.store, self.info.instance_id, job_id, instance_job_status(job.status))
@@ -312,16 +335,19 @@ def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=pri
         return 0
     except UserError as e:
         say(f"error: {e}")
+        if Journal.of(cfg.resolved_output_dir()).pending:
+            return 2  # the run recorded its end in its journal; the worker flushes it
         # Refused before it recorded anything (e.g. the output dir holds another job): say so on the job.
-        job = store.get_job(job_id)
-        if job is not None and job.status == "running" and job.attempts == attempts:
-            try:
-                store.transition(
-                    job, "failed", {"status": "running", "attempts": attempts or None}, message=str(e)[:500]
-                )
-                store.add_log(job_id, "ERROR", str(e), source="worker")
-            except ConditionFailed:
-                pass
+        with contextlib.suppress(StoreUnavailable):  # the store is away: the run's journal tells the worker
+            job = store.get_job(job_id)
+            if job is not None and job.status == "running" and job.attempts == attempts:
+                try:
+                    store.transition(
+                        job, "failed", {"status": "running", "attempts": attempts or None}, message=str(e)[:500]
+                    )
+                    store.add_log(job_id, "ERROR", str(e), source="worker")
+                except ConditionFailed:
+                    pass
         return 2
 
 

@@ -21,12 +21,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .table import ConditionFailed, ItemExists, Table
+from .table import ConditionFailed, ItemExists, StoreUnavailable, Table
 
 if TYPE_CHECKING:
     from ..aws import AwsSettings
 
-__all__ = ["ConditionFailed", "ItemExists", "JobStore", "Job", "Table", "open_store", "resolve_store_uri"]
+__all__ = [
+    "ConditionFailed",
+    "ItemExists",
+    "JobStore",
+    "StoreUnavailable",
+    "Job",
+    "Table",
+    "open_store",
+    "resolve_store_uri",
+]
 
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "interrupted")
 PRIORITIES = ("low", "medium", "high", "critical")
@@ -298,6 +307,14 @@ class JobStore:
     def _status_row(
         self, job: Job, message: str | None = None, progress: float | None = None, instance_id: str | None = None
     ) -> None:
+        self.table.put(self.status_item(job, message, progress, instance_id), must_not_exist=True)
+
+    # Item builders: the one place each item's format is made. A journaled write (store/journal.py)
+    # keeps the item it built, so its replay overwrites the same key instead of adding a second row.
+    def status_item(
+        self, job: Job, message: str | None = None, progress: float | None = None, instance_id: str | None = None
+    ) -> dict:
+        """The JobStatus row recording the job's current status."""
         at = now_iso()
         item = {
             "PK": f"JOB#{job.job_id}",
@@ -314,10 +331,16 @@ class JobStore:
             item["message"] = message
         if progress is not None:
             item["progress"] = max(0, min(100, round(progress)))
-        self.table.put(item, must_not_exist=True)
+        return item
 
     def add_metrics(self, job_id: str, metrics: list[dict]) -> None:
         """metrics: dicts with name, value, and optional step, epoch, unit. Written in one batch."""
+        items = self.metric_items(job_id, metrics)
+        if items:
+            self.table.put_many(items)
+
+    def metric_items(self, job_id: str, metrics: list[dict]) -> list[dict]:
+        """JobMetric items of metrics (dicts with name, value, and optional step, epoch, unit)."""
         items = []
         for m in metrics:
             at = now_iso()
@@ -341,12 +364,17 @@ class JobStore:
             if m.get("unit"):
                 item["unit"] = m["unit"]
             items.append(item)
-        if items:
-            self.table.put_many(items)
+        return items
 
     def add_log(
         self, job_id: str, level: str, message: str | dict, source: str | None = None, exception: str | None = None
     ) -> None:
+        self.table.put(self.log_item(job_id, level, message, source, exception), must_not_exist=True)
+
+    def log_item(
+        self, job_id: str, level: str, message: str | dict, source: str | None = None, exception: str | None = None
+    ) -> dict:
+        """The JobLog item of one message (a dict is stored as JSON)."""
         if level not in LOG_LEVELS:
             raise ValueError(f"unknown log level {level!r}")
         if isinstance(message, dict):
@@ -365,7 +393,7 @@ class JobStore:
             item["source"] = source
         if exception:
             item["exception"] = exception
-        self.table.put(item, must_not_exist=True)
+        return item
 
     def add_checkpoint(
         self,

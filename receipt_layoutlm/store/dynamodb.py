@@ -14,12 +14,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, InvalidRegionError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, InvalidRegionError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..aws import AwsSettings, aws_session
 from ..aws import explain as aws_explain
 from ..errors import UserError
-from .table import INDEXES, ConditionFailed, ItemExists
+from .table import INDEXES, ConditionFailed, ItemExists, StoreUnavailable
 from .wire import item_from_wire, item_to_wire, to_wire
 
 GSI_NAMES = tuple(name for name in INDEXES if name)
@@ -27,12 +28,24 @@ BATCH_SIZE = 25  # BatchWriteItem's limit
 BATCH_RETRIES = 8
 WRITE_THREADS = 8
 ENDPOINT_HINT = "--endpoint-url/DYNAMODB_ENDPOINT_URL, --region"
+# botocore's "standard" retry mode retries these (and any 5xx, connection errors and timeouts) with
+# exponential backoff and full jitter (1 s base, 20 s cap); what still fails after RETRIES is StoreUnavailable.
+RETRIES = 4
+THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionInProgressException",
+}
 
 
 def make_client(aws: AwsSettings):
     """One low-level client; botocore clients are thread-safe, so it is shared by threads."""
     config = Config(
-        retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+        retries={"max_attempts": RETRIES, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
     )
     try:
         return aws_session().client(
@@ -45,8 +58,20 @@ def make_client(aws: AwsSettings):
         ) from None
 
 
+def transient(error: Exception) -> bool:
+    """A failure that may pass: no answer, throttling, or a server error (HTTP 5xx)."""
+    if isinstance(error, (BotoConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in THROTTLING or code == "InternalServerError" or status >= 500
+    return False
+
+
 def explain(error: Exception, table_name: str, region: str, endpoint: str) -> UserError | None:
-    """A botocore failure as one sentence naming the table/endpoint and the fix; None if not ours to explain."""
+    """A botocore failure as one sentence naming the table/endpoint and the fix; None if not ours to explain.
+    A transient one (still failing after botocore's retries) is a StoreUnavailable."""
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
@@ -59,7 +84,16 @@ def explain(error: Exception, table_name: str, region: str, endpoint: str) -> Us
                 f"{table_name!r} is not a valid DynamoDB table name (3-255 characters: letters, "
                 "digits, '_', '-' and '.'); fix --dynamo-table."
             )
-    return aws_explain(error, "DynamoDB", f"DynamoDB table {table_name} in region {region}", endpoint, ENDPOINT_HINT)
+    what = f"DynamoDB table {table_name} in region {region}"
+    explained = aws_explain(error, "DynamoDB", what, endpoint, ENDPOINT_HINT)
+    if transient(error):
+        if explained is None:
+            reason = error.response["Error"].get("Code") if isinstance(error, ClientError) else type(error).__name__
+            explained = UserError(
+                f"{what} still refused the request after {RETRIES} retries ({reason}); try again later."
+            )
+        return StoreUnavailable(str(explained))
+    return explained
 
 
 class DynamoTable:
@@ -169,7 +203,7 @@ class DynamoTable:
                 return
             if attempt < BATCH_RETRIES:
                 time.sleep(min(0.05 * 2**attempt, 5.0) * (0.5 + random.random()))
-        raise UserError(
+        raise StoreUnavailable(
             f"DynamoDB table {self.table_name} kept {len(requests)} writes unprocessed after "
             f"{BATCH_RETRIES} retries (throttling); try again later or raise the table's capacity."
         )

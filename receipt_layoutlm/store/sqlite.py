@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from ..errors import UserError
-from .table import INDEXES, ConditionFailed, ItemExists
+from .table import INDEXES, ConditionFailed, ItemExists, StoreUnavailable, backoff_delays
 from .wire import item_from_wire, item_to_wire
 
+BUSY_TIMEOUT_S = 30.0  # sqlite's own wait for another writer's lock, per attempt
+LOCKED_ATTEMPTS = 5  # then StoreUnavailable; between attempts, exponential backoff with jitter
 KEY_COLUMNS = ["PK", "SK", "TYPE", "GSI1PK", "GSI1SK", "GSI2PK", "GSI2SK", "GSI3PK", "GSI3SK", "GSI4PK", "GSI4SK"]
 
 
@@ -23,7 +26,7 @@ class SqliteTable:
         self.description = f"sqlite:///{path}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             cols = ", ".join(f"{c} TEXT" for c in KEY_COLUMNS[2:])
             self.db.execute(
@@ -42,6 +45,24 @@ class SqliteTable:
     def _row(self, item: dict) -> list:
         return [item.get(c) for c in KEY_COLUMNS] + [json.dumps(item_to_wire(item), ensure_ascii=False)]
 
+    def _retrying(self, operation):
+        """Run operation(); "database is locked" (another process held the write lock longer than
+        BUSY_TIMEOUT_S) is tried again after a backoff, then raised as StoreUnavailable."""
+        delays = backoff_delays(LOCKED_ATTEMPTS, base=0.1, cap=5.0)
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                delay = next(delays, None)
+                if delay is None:
+                    raise StoreUnavailable(
+                        f"The job store {self.path} stayed locked by another process ({e}) after "
+                        f"{LOCKED_ATTEMPTS} attempts; try again when the other writer is done."
+                    ) from None
+                time.sleep(delay)
+
     def _failed(self, error: sqlite3.Error) -> UserError:
         if "readonly" in str(error):
             return UserError(
@@ -54,7 +75,8 @@ class SqliteTable:
         """See store/table.py: Table.put. expect: None as a value means the attribute is absent."""
         verb = "INSERT" if must_not_exist else "INSERT OR REPLACE"
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
-        try:
+
+        def put():
             # BEGIN IMMEDIATE takes the write lock first, so no writer slips between the check and the put.
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -68,6 +90,9 @@ class SqliteTable:
                     self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+        try:
+            self._retrying(put)
         except sqlite3.IntegrityError:
             raise ItemExists(f"{item['PK']} {item['SK']}") from None
         except sqlite3.Error as e:
@@ -75,19 +100,23 @@ class SqliteTable:
 
     def delete(self, pk: str, sk: str) -> None:
         try:
-            self.db.execute("DELETE FROM items WHERE PK=? AND SK=?", (pk, sk))
+            self._retrying(lambda: self.db.execute("DELETE FROM items WHERE PK=? AND SK=?", (pk, sk)))
         except sqlite3.Error as e:
             raise self._failed(e) from None
 
     def put_many(self, items: list[dict]) -> None:
         marks = ", ".join("?" * (len(KEY_COLUMNS) + 1))
-        try:
+        rows = [self._row(i) for i in items]
+
+        def put_many():
             with self.db:  # one transaction, like one BatchWriteItem round trip
                 self.db.execute("BEGIN")
                 self.db.executemany(
-                    f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})",
-                    [self._row(i) for i in items],
+                    f"INSERT OR REPLACE INTO items ({', '.join(KEY_COLUMNS)}, item) VALUES ({marks})", rows
                 )
+
+        try:
+            self._retrying(put_many)
         except sqlite3.Error as e:
             raise self._failed(e) from None
 
@@ -97,7 +126,7 @@ class SqliteTable:
 
     def get(self, pk: str, sk: str) -> dict | None:
         try:
-            return self._get(pk, sk)
+            return self._retrying(lambda: self._get(pk, sk))
         except sqlite3.Error as e:
             raise self._failed(e) from None
 
@@ -123,7 +152,7 @@ class SqliteTable:
         # An index without a sort key (GSITYPE) has no order on DynamoDB; here it is PK, then SK.
         sql += f" ORDER BY {sk} {direction}" if sk else f" ORDER BY PK {direction}, SK {direction}"
         try:
-            rows = self.db.execute(sql, args).fetchall()
+            rows = self._retrying(lambda: self.db.execute(sql, args).fetchall())
         except sqlite3.Error as e:
             raise self._failed(e) from None
         for (text,) in rows:

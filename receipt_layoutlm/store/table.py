@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from ..errors import UserError
+
 # Key attributes of the table (None) and of each global secondary index: (partition key, sort key).
 # GSITYPE has no sort key on DynamoDB (its order within a TYPE is unspecified); SqliteTable
 # orders a GSITYPE query by PK then SK, which callers must not rely on.
@@ -31,9 +33,26 @@ class ItemExists(ConditionFailed):
     """put(..., must_not_exist=True) found an item with the same PK and SK; nothing was written."""
 
 
+class StoreUnavailable(UserError):
+    """The store did not answer, or kept refusing for throttling/locking, after bounded retries with
+    exponential backoff and jitter; nothing is known to be written. Worth trying again later: a
+    training run journals what it could not write (store/journal.py) instead of stopping."""
+
+
+def backoff_delays(attempts: int, base: float, cap: float):
+    """Exponential backoff with full jitter: attempts - 1 sleeps of random(0, min(cap, base * 2**i))."""
+    import random
+
+    for i in range(attempts - 1):
+        yield random.uniform(0, min(cap, base * 2**i))
+
+
 class Table(Protocol):
     """Items are dicts of str keys and DynamoDB-storable values (wire.py); every item has string
-    `PK` and `SK`, and the key attributes of INDEXES it has are strings."""
+    `PK` and `SK`, and the key attributes of INDEXES it has are strings.
+
+    Every method retries throttling and transient failures itself (bounded, exponential backoff with
+    jitter) and then raises StoreUnavailable; any other failure is a UserError or a bug."""
 
     description: str  # the store's URI, e.g. sqlite:///path or dynamodb://Table, for messages
 

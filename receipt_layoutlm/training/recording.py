@@ -10,31 +10,99 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..labels import entity_types
 
 log = logging.getLogger(__name__)
 
 
-class Recorder:
-    """Everything a run writes: the job store, run.json and S3. No-op off rank 0."""
+FLUSH_EVERY_S = 5.0  # while writes are journaled, how often the store is tried again
 
-    def __init__(self, store, job, run_file, s3=None):
-        self.store, self.job, self.run_file, self.s3 = store, job, run_file, s3
+
+class Recorder:
+    """Everything a run writes: the job store, run.json and S3. No-op off rank 0.
+
+    Store writes that fail with StoreUnavailable go to the output dir's journal (store/journal.py),
+    and so does every later write until the journal is flushed, so the store gets them in order."""
+
+    def __init__(self, store, job, run_file, s3=None, journal=None):
+        self.store, self.job, self.run_file, self.s3, self.journal = store, job, run_file, s3, journal
         self.upload_errors: list[str] = []
+        self.written_status = job.status if job else None  # the Job status this run last wrote (or journaled)
+        self.next_flush = 0.0
 
     def metrics(self, rows: list[dict]) -> None:
         if self.store:
-            self.store.add_metrics(self.job.job_id, rows)
+            self._write([{"item": i} for i in self.store.metric_items(self.job.job_id, rows)])
 
     def log(self, level: str, message, exception: str | None = None) -> None:
         if self.store:
-            self.store.add_log(self.job.job_id, level, message, source="train", exception=exception)
+            item = self.store.log_item(self.job.job_id, level, message, source="train", exception=exception)
+            self._write([{"item": item}])
+
+    def _write(self, entries: list[dict]) -> None:
+        """Write to the store; while it is unavailable (or older writes wait in the journal), journal."""
+        from ..store import StoreUnavailable
+
+        if not entries:
+            return
+        if self.journal is None:
+            self._apply(entries)
+            return
+        if self.journal.pending and not self.flush():
+            self.journal.append(entries)
+            return
+        try:
+            self._apply(entries)
+        except StoreUnavailable as e:
+            log.warning("job store unavailable, writes journaled in %s: %s", self.journal.path, e)
+            self.journal.append(entries)
+            self.next_flush = time.monotonic() + FLUSH_EVERY_S
+
+    def _apply(self, entries: list[dict]) -> None:
+        items = [e["item"] for e in entries if "item" in e]
+        for entry in entries:
+            if "job" in entry:
+                self.store.update_job(self.job)  # fenced by the attempt number; keeps a cancel request
+                if entry["status_row"]:
+                    self.store.table.put(entry["status_row"])
+        if len(items) == 1:
+            self.store.table.put(items[0])
+        elif items:
+            self.store.table.put_many(items)
+
+    def flush(self, force: bool = False) -> bool:
+        """Replay the journal (at most every FLUSH_EVERY_S unless force); True when it is empty."""
+        from ..store import StoreUnavailable
+
+        if self.journal is None or not self.journal.pending:
+            return True
+        if not force and time.monotonic() < self.next_flush:
+            return False
+        try:
+            flushed = self.journal.flush(self.store)
+        except StoreUnavailable:
+            self.next_flush = time.monotonic() + FLUSH_EVERY_S
+            return False
+        log.warning("job store back: %d journaled write(s) flushed", flushed.written)
+        if flushed.dropped:
+            self._sync_job()
+        return True
+
+    def _sync_job(self) -> None:
+        """A journaled Job write was dropped because another process moved the job on: take its state,
+        so that the next write is fenced against it (a job claimed again raises LeaseLost there)."""
+        stored = self.store.get_job(self.job.job_id)
+        if stored is not None:
+            self.job.cancel_requested = self.job.cancel_requested or stored.cancel_requested
+            self.written_status = stored.status
 
     def heartbeat(self) -> bool:
         """The job is alive (Job.heartbeat_at, host, pid); True when a cancel was requested. A store that
@@ -43,6 +111,8 @@ class Recorder:
 
         if not self.store:
             return False
+        if not self.flush():
+            return False  # the store is still away; the journal's Job writes must land first
         try:
             return self.store.heartbeat(self.job)
         except LeaseLost:
@@ -52,9 +122,17 @@ class Recorder:
             return False
 
     def status(self, status: str, message: str | None = None, progress: float | None = None, **results) -> None:
-        if self.store:
-            self.job.results.update(results)
-            self.store.update_job(self.job, status=status, message=message, progress=progress)
+        """Rewrite the Job (status, results, progress) and, on a status change, add a JobStatus row."""
+        if not self.store:
+            return
+        job = self.job
+        job.results.update(results)
+        changed = status != job.status
+        job.status = status
+        row = self.store.status_item(job, message=message, progress=progress) if changed else None
+        entry = {"job": job.to_item(), "expect_status": self.written_status, "status_row": row}
+        self.written_status = status
+        self._write([entry])
 
     def upload(
         self,
@@ -279,6 +357,24 @@ class StopOnSignal(TrainerCallback):
                 control.should_training_stop = True
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches in an order drawn from (seed, epoch) alone. The Trainer's sampler draws it
+    from the global RNG when the epoch starts: a run resumed mid-epoch would draw another order for
+    the rest of that epoch than the uninterrupted run did (the RNG state saved in the checkpoint is
+    restored only after that draw), and end with other weights."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class ReceiptTrainer(Trainer):
     def __init__(self, *args, cpu_bf16: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -291,6 +387,13 @@ class ReceiptTrainer(Trainer):
         if self.cpu_bf16 and self.model.training:
             return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
         return super().autocast_smart_context_manager(cache_enabled)
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def _get_eval_sampler(self, eval_dataset):
         # Predictions are mapped back to words by example position, so evaluation must

@@ -37,6 +37,7 @@ from ..labels import entity_types
 from ..metrics import entity_scores
 from ..model import load_model
 from ..store import LeaseLost
+from ..store.journal import Journal
 from .artifacts import CLAIM_FILE, OutputDirClaim, RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
 from .collate import Collator
 from .config import TrainConfig, check_config, checkpoint_metric_labels
@@ -301,17 +302,22 @@ def _run(
             run_file.save()
         if any(job.job_config.get(k) != v for k, v in split_record(inputs.data.split).items()):
             job.job_config.update(split_record(inputs.data.split))  # a queued job: written with the next status
+        if previous and Journal.of(out).pending:
+            # Writes an earlier run of this job could not make while the store was away: first, in order.
+            flushed = Journal.of(out).flush(store)
+            say(f"job store: {flushed.written} journaled write(s) of the previous run flushed from {out}")
         store.heartbeat(job)  # this process runs it now: host, pid, time
     stop = StopRequest()
     resuming = resume or bool(previous)
-    run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resuming, say, is_main, stop, precision)
+    recorder = Recorder(store, job, run_file, s3, Journal.of(out) if is_main else None)
+    run = TrainingRun(cfg, recorder, inputs, out, resuming, say, is_main, stop, precision)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
     except (KeyboardInterrupt, Interrupted) as e:
         run.finish_stopped("interrupted", f"interrupted: {e or 'KeyboardInterrupt'}")
         raise UserError(
-            f"Training interrupted; job {job.job_id if job else ''} is marked interrupted. "
+            f"Training interrupted; job {job.job_id if job else ''} is marked interrupted{journaled(recorder)}. "
             "Continue it with the same command plus --resume."
         ) from None
     except LeaseLost as e:
@@ -320,10 +326,13 @@ def _run(
     except Cancelled as e:
         run.finish_stopped("cancelled", f"cancelled: {e}")
         raise UserError(
-            f"Training cancelled on request; job {job.job_id if job else ''} is marked cancelled."
+            f"Training cancelled on request; job {job.job_id if job else ''} is marked cancelled{journaled(recorder)}."
         ) from None
     except UserError as e:
         run.finish_stopped("failed", str(e))
+        note = journaled(recorder)
+        if note:
+            raise UserError(f"{str(e).rstrip('.')}{note}.") from None
         raise
     except Exception as e:
         run.finish_stopped("failed", f"{type(e).__name__}: {e}", traceback.format_exc())
@@ -334,8 +343,11 @@ def _run(
     if upload_errors:  # training succeeded; the failed uploads still fail the command
         raise UserError(
             f"Training finished but {len(upload_errors)} S3 upload(s) failed "
-            f"(first: {upload_errors[0]}); best/ is in {summary['best_dir']}."
+            f"(first: {upload_errors[0]}); best/ is in {summary['best_dir']}{journaled(recorder)}."
         )
+    note = journaled(recorder)
+    if note:  # the store does not tell the truth yet: the command must not say all is well
+        raise UserError(f"Training finished and best/ is in {summary['best_dir']}{note}.")
     return summary
 
 
@@ -365,6 +377,18 @@ def with_checkpoint_metric(scores: dict, name: str) -> dict:
         labels = checkpoint_metric_labels(name)
         scores[metric_key(name)] = sum(scores[f"label_{t}_f1"] for t in labels) / len(labels)
     return scores
+
+
+def journaled(recorder: Recorder) -> str:
+    """'' when every write reached the store; else how the journal left in the output dir gets there."""
+    if recorder.journal is None or recorder.flush(force=True):
+        return ""
+    n, out, store = len(recorder.journal.entries()), recorder.journal.path.parent, recorder.store.description
+    return (
+        f"; the job store {store} was unreachable, so {n} write(s) wait in {recorder.journal.path}: they are "
+        f"written when this job next runs in {out}, or now with `layoutlm-cli jobs flush-journal {out} "
+        f"--job-store {store}`"
+    )
 
 
 @dataclass
