@@ -9,11 +9,14 @@ words of at most `max_seq_length` sub-tokens overlapping by `window_overlap` (bo
 best/label_map.json, as is the example unit), each word read from the window where it has
 the most context. A word's confidence is the softmax probability of its label at its first
 sub-token in that window; an entity is a run of words with one label inside one OCR line.
+A model trained with --box-level line reads line boxes, and one trained with --decode bio
+decodes each sequence with the BIO constraint (both recorded in label_map.json).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,6 +118,8 @@ class ReceiptTagger:
         self.window_overlap = int(settings.get("window_overlap", 128))
         self.merge_amounts = bool(settings.get("merge_amounts", False))
         self.allowed_labels = list(settings.get("allowed_labels") or [])
+        self.box_level = settings.get("box_level", "word")  # models from before these settings: word, argmax
+        self.decode = settings.get("decode", "argmax")
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
@@ -162,12 +167,16 @@ class ReceiptTagger:
         return results[0] if single else results
 
     def predict_receipts(self, receipts: list[Receipt]) -> list[Prediction]:
+        from ..training.decoding import decode_words
         from ..training.features import build_examples, chosen_windows
-        from ..training.recipe import normalize_box
+        from ..training.recipe import line_boxes, normalize_box
 
         # Sequences as in training: whole receipts, or one OCR line each (example_unit=line).
         seqs, owners = [], []  # owners[k] = (receipt index, receipt word index of each sequence word)
         for r_i, r in enumerate(receipts):
+            boxes = [normalize_box(w.box, r.width, r.height) for w in r.words]
+            if self.box_level == "line":
+                boxes = line_boxes(boxes, [w.line for w in r.words])
             groups: dict[int, list[int]] = {}
             for i, w in enumerate(r.words):
                 groups.setdefault(w.line if self.example_unit == "line" else 0, []).append(i)
@@ -175,16 +184,22 @@ class ReceiptTagger:
                 seqs.append(
                     {
                         "texts": [r.words[i].text for i in idx],
-                        "boxes": [normalize_box(r.words[i].box, r.width, r.height) for i in idx],
+                        "boxes": [boxes[i] for i in idx],
                     }
                 )
                 owners.append((r_i, idx))
         examples, windows = build_examples(seqs, self.tokenizer, {}, self.max_seq_length, self.window_overlap)
-        ids, probs = self.score_examples(examples)
+        ids, probs, log_probs = self.score_examples(examples, keep_scores=self.decode == "bio")
         chosen = chosen_windows(windows, [len(s["texts"]) for s in seqs])
 
         per_receipt: list[dict[int, tuple[str, float]]] = [{} for _ in receipts]
         for (r_i, idx), picks in zip(owners, chosen):
+            if self.decode == "bio":  # the best tag sequence with no I-X after O or another label
+                scores = [None if p is None else log_probs[p[0]][p[1]] for p in picks]
+                label2id = {t: k for k, t in self.id2label.items()}
+                for i, tag, row in zip(idx, decode_words(scores, self.id2label), scores):
+                    per_receipt[r_i][i] = (tag, 0.0 if row is None else math.exp(row[label2id[tag]]))
+                continue
             for i, pick in zip(idx, picks):
                 tag, conf = (
                     ("O", 0.0) if pick is None else (self.id2label[ids[pick[0]][pick[1]]], probs[pick[0]][pick[1]])
@@ -199,8 +214,9 @@ class ReceiptTagger:
             results.append(Prediction(r.id, words, entities_of(r, words)))
         return results
 
-    def score_examples(self, examples: list[dict]) -> tuple[list[list[int]], list[list[float]]]:
-        """Per example and token: the argmax label id and its softmax probability (batched by length)."""
+    def score_examples(self, examples: list[dict], keep_scores: bool = False):
+        """Per example and token: the argmax label id and its softmax probability (batched by length),
+        and with keep_scores the log-probabilities of every label (numpy, [tokens, labels]), else None."""
         import torch
 
         from ..training.collate import pad_batch
@@ -208,6 +224,7 @@ class ReceiptTagger:
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
         ids: list = [None] * len(examples)
         probs: list = [None] * len(examples)
+        log_probs: list | None = [None] * len(examples) if keep_scores else None
         with torch.inference_mode():
             for k in range(0, len(order), self.batch_size):
                 idx = order[k : k + self.batch_size]
@@ -219,4 +236,8 @@ class ReceiptTagger:
                 best_p, best_id = logits.float().softmax(-1).max(-1)
                 for i, row_id, row_p in zip(idx, best_id.tolist(), best_p.tolist()):
                     ids[i], probs[i] = row_id, row_p
-        return ids, probs
+                if keep_scores:
+                    scores = logits.float().log_softmax(-1).cpu().numpy()
+                    for row, i in enumerate(idx):
+                        log_probs[i] = scores[row]
+        return ids, probs, log_probs

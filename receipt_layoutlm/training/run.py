@@ -41,6 +41,7 @@ from .collate import Collator
 from .config import TrainConfig, check_config
 from .data import PreparedData, load_source, prepare_data
 from .features import build_examples, merge_predictions, sequences
+from .recipe import line_boxes
 from .recording import (
     QuietProgress,
     ReceiptTrainer,
@@ -171,20 +172,22 @@ def run_training(
     say=print,
     aws: AwsSettings | None = None,
     job=None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train one job; returns the summary. Raises UserError for problems the user can fix.
 
     store_uri: the job store (None: store.resolve_store_uri()); aws: region and endpoints of
     the DynamoDB table, the job store and S3. job: an existing Job to run (a queued job a worker
     claimed, or `resume`) instead of creating one; its earlier attempt in the output dir, if any,
-    is continued from the latest checkpoint.
+    is continued from the latest checkpoint. callbacks: extra TrainerCallbacks (a sweep's pruning); one
+    may raise Cancelled to stop the run as `cancelled`.
     """
     check_config(cfg)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = cfg.resolved_output_dir()
     claim = OutputDirClaim(out, cfg.job_name).acquire() if is_main else None
     try:
-        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job)
+        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job, callbacks or [])
     finally:
         if claim:
             claim.release()
@@ -200,6 +203,7 @@ def _run(
     is_main: bool,
     aws: AwsSettings | None,
     job=None,
+    callbacks: list = (),
 ) -> dict:
     previous = None
     if is_main:
@@ -256,6 +260,7 @@ def _run(
     stop = StopRequest()
     resuming = resume or bool(previous)
     run = TrainingRun(cfg, Recorder(store, job, run_file, s3), inputs, out, resuming, say, is_main, stop)
+    run.extra_callbacks = list(callbacks)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
@@ -318,6 +323,9 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
         o_entity_ratio=cfg.o_entity_ratio,
         seed=cfg.seed,
     )
+    if cfg.box_level == "line":
+        for r in data.train + data.val:
+            r.boxes = line_boxes(r.boxes, r.lines)
     label_list = data.label_list
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
         raise UserError(
@@ -353,6 +361,7 @@ class TrainingRun:
         self.cfg, self.recorder, self.inputs, self.out, self.resume = cfg, recorder, inputs, out, resume
         self.say, self.is_main, self.stop = say, is_main, stop
         self.trainer = None
+        self.extra_callbacks: list = []
 
     def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
         """A run that did not finish still leaves its best model, its reason and its status."""
@@ -367,7 +376,7 @@ class TrainingRun:
                     Path(trainer.args.output_dir) / "best",
                     self.inputs.tokenizer,
                     self.inputs.data.label_list,
-                    {"best_f1": trainer.state.best_metric},
+                    {"best_f1": trainer.state.best_metric, **model_settings(self.cfg)},
                 )
         recorder.log("ERROR" if status == "failed" else "WARNING", message, exception=exc)
         recorder.status(status, message=message[:500])
@@ -389,7 +398,8 @@ class TrainingRun:
 
         def compute_metrics(pred):
             val_true = inputs.val_true
-            tags = merge_predictions(pred.predictions, inputs.val_windows, [len(t) for t in val_true], id2label)
+            n_words = [len(t) for t in val_true]
+            tags = merge_predictions(pred.predictions, inputs.val_windows, n_words, id2label, cfg.decode)
             return entity_scores(val_true, tags, entity_types(label_list))
 
         steps_per_epoch = math.ceil(
@@ -426,6 +436,7 @@ class TrainingRun:
             **precision_flags(cfg.precision),
         )
         callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop, recorder)]
+        callbacks += self.extra_callbacks
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tokenizer = inputs.tokenizer
@@ -438,7 +449,7 @@ class TrainingRun:
             data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
             compute_metrics=compute_metrics,
             callbacks=callbacks,
-            preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+            preprocess_logits_for_metrics=scores_for_metrics(cfg.decode),
         )
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)  # other ranks would print every log dict
@@ -486,15 +497,7 @@ class TrainingRun:
                 trainer.model,
                 self.inputs.tokenizer,
                 label_list,
-                {
-                    "best_f1": results["best_f1"],
-                    "job_id": recorder.job.job_id,
-                    "example_unit": cfg.example_unit,
-                    "max_seq_length": cfg.max_seq_length,
-                    "window_overlap": cfg.window_overlap,
-                    "merge_amounts": cfg.merge_amounts,
-                    "allowed_labels": cfg.allowed_labels,
-                },
+                {"best_f1": results["best_f1"], "job_id": recorder.job.job_id, **model_settings(cfg)},
             )
             recorder.upload(
                 best_dir,
@@ -506,6 +509,27 @@ class TrainingRun:
             )
             _record_end(recorder, results)
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
+
+
+def model_settings(cfg: TrainConfig) -> dict:
+    """The recipe settings best/label_map.json keeps, so that prediction reads receipts as training did."""
+    return {
+        "example_unit": cfg.example_unit,
+        "max_seq_length": cfg.max_seq_length,
+        "window_overlap": cfg.window_overlap,
+        "merge_amounts": cfg.merge_amounts,
+        "allowed_labels": cfg.allowed_labels,
+        "box_level": cfg.box_level,
+        "decode": cfg.decode,
+    }
+
+
+def scores_for_metrics(decode: str):
+    """What evaluation keeps of the logits: argmax ids, or (for --decode bio) log-probabilities, which
+    the Viterbi decoding needs; float32 so that half-precision logits do not lose the small ones."""
+    if decode == "bio":
+        return lambda logits, labels: logits.float().log_softmax(-1)
+    return lambda logits, labels: logits.argmax(-1)
 
 
 def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, source: str, previous) -> None:
