@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from ..errors import UserError
-from . import aws, dataset, evaluate, fleet, jobs, predict, train
+from . import aws, dataset, evaluate, fleet, jobs, predict, sweep, train
 from .common import err_console
 
 
@@ -39,6 +39,7 @@ cli.add_command(evaluate.evaluate)
 cli.add_command(fleet.submit)
 cli.add_command(fleet.worker)
 cli.add_command(fleet.resume)
+cli.add_command(sweep.sweep)
 aws.register(cli)  # dynamo create-table, dataset import/export
 
 
