@@ -207,3 +207,32 @@ def test_dynamodb_store_rebuilds_the_same_study(env, fresh_table, aws_env, tmp_p
     run_sweep(f"dynamodb://{fresh_table}", SweepSettings(name="dyn", trials=3), None, None, resume=True, aws=aws_env)
     jobs = trial_jobs(open_store(f"dynamodb://{fresh_table}", aws_env), "dyn")
     assert len(jobs) == 3 and len({tag_of(j)["params"]["lr"] for j in jobs}) == 3
+
+
+@pytest.mark.slow
+def test_submitted_trials_are_run_by_a_worker(env, tmp_path):
+    """--submit: trials go on the queue, a real worker process runs them, the sweep tells Optuna."""
+    from test_fleet_faults import env_for, start
+
+    store_uri = f"sqlite:///{env / 'jobs.db'}"
+    worker = start("worker", "--poll", "0.5", "--idle-exit", "10", env=env_for(store_uri), log=tmp_path / "w.log")
+    try:
+        result = run(
+            "sweep", "--name", "q", "--space", _write(env / "q.json", {"params": {"warmup_ratio": [0.0, 0.1]}}),
+            *TINY, "--epochs", "1", "--submit", "--parallel", "2", "--poll", "0.5", "--trials", "2",
+            "--output-dir", env / "runs",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "pruning is off" in result.output
+    finally:
+        assert worker.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()
+    jobs = trial_jobs(store_of(env), "q")
+    assert [j.status for j in jobs] == ["succeeded", "succeeded"]
+    assert all(j.queue == "layoutlm-training" and j.worker for j in jobs)
+    study = optuna.load_study(study_name="q", storage=f"sqlite:///{env / 'optuna.db'}")
+    assert sorted(t.value for t in study.trials) == sorted(j.results["best_f1"] for j in jobs)
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return path

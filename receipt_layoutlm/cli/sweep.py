@@ -2,7 +2,7 @@
 
 `sweep` takes every flag of `train` (its parameters are reused; `--job-name` becomes `--name`, and
 trial k is the job `<name>-t<k>`): flags in the search space are chosen per trial, the others are
-fixed for all trials. See docs/operations.md, "Sweeps".
+fixed for all trials. See README.md, "Searching the recipe".
 """
 
 from __future__ import annotations
