@@ -48,7 +48,13 @@ SWEEP_OPTIONS = {
     type=click.Choice(["tpe", "random", "grid"]),
     help="Optuna sampler, seeded with --seed [default: the space's, else tpe].",
 )
-@click.option("--pruner", type=click.Choice(["none", "median", "hyperband"]), default="median", show_default=True)
+@click.option(
+    "--pruner",
+    type=click.Choice(["none", "median", "hyperband"]),
+    default="median",
+    show_default=True,
+    help="Stops trials whose val F1 falls behind (their jobs end cancelled); off with --submit.",
+)
 @click.option("--continue", "resume", is_flag=True, help="Add to the recorded sweep --name, with its space and flags.")
 @click.option("--submit", is_flag=True, help="Put trials on the queue for `layoutlm-cli worker`s, and wait for them.")
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue of --submit.")
@@ -85,6 +91,8 @@ def sweep(
     base = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     s = SweepSettings(name=name, trials=trials, pruner=pruner, seed=base["seed"], submit=submit, queue=queue,
                       parallel=parallel, poll=poll)  # fmt: skip
+    if ctx.get_parameter_source("pruner") == ParameterSource.COMMANDLINE:
+        given.append("pruner")
     if resume:
         if given or space or preset or sampler:
             flags = [f"--{k.replace('_', '-')}" for k in given] + [
@@ -96,6 +104,7 @@ def sweep(
         search = None
     else:
         search = load_space(space, preset)
+        given = [k for k in given if k != "pruner"]
         for k in given:  # a flag given on the command line wins over the space's fixed value ...
             search.fixed.pop(k, None)
         clash = sorted(set(given) & search.searched())  # ... but a searched one cannot be fixed

@@ -159,7 +159,12 @@ def open_study(store_uri: str, store: JobStore, jobs: list[Job], space: SearchSp
     study = optuna.create_study(
         storage=storage, study_name=s.name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
     )
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+    if jobs and not study.get_trials(deepcopy=False):  # optuna.db was lost: the jobs still hold the trials
+        distributions = space.distributions()
+        for job in jobs:
+            if not in_flight(job):
+                study.add_trial(frozen_trial(store, job, distributions))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         job = by_id.get(t.user_attrs.get("job_id"))
         if job is not None and in_flight(job):
             waiting[job.job_id] = optuna.trial.Trial(study, t._trial_id)
