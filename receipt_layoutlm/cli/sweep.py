@@ -205,9 +205,7 @@ def sweep_show(sweep_name, as_json, plot, store):
         )
         console.print(command, highlight=False, soft_wrap=True)
     if importances:
-        console.print(
-            "parameter importance (Optuna): " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
-        )
+        console.print("parameter importance (Optuna): " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
     else:
         console.print("parameter importance: needs at least 2 completed trials with differing parameters")
 
