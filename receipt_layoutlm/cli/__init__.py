@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from ..errors import UserError
-from . import aws, dataset, evaluate, export, fleet, jobs, label, predict, sagemaker, train
+from . import aws, dataset, evaluate, export, fleet, jobs, label, predict, sagemaker, sweep, train
 from .common import err_console
 
 
@@ -41,6 +41,7 @@ cli.add_command(fleet.worker)
 cli.add_command(fleet.resume)
 cli.add_command(export.export)
 cli.add_command(sagemaker.sagemaker_entrypoint)
+cli.add_command(sweep.sweep)
 aws.register(cli)  # dynamo create-table, dataset import/export
 label.register(cli)  # propose, dataset suggest
 

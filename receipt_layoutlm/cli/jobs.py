@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import UserError
 from ..store import STATUSES
 from .common import console, with_store
 
@@ -33,11 +34,14 @@ def _epochs_of(job) -> str:
 
 @jobs.command("list")
 @click.option("--status", type=click.Choice(STATUSES))
+@click.option("--sweep", "sweep_name", help="Only the trials of this sweep (`layoutlm-cli sweep`).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @with_store
-def jobs_list(status, as_json, store):
-    """Jobs, oldest first, optionally of one status."""
+def jobs_list(status, sweep_name, as_json, store):
+    """Jobs, oldest first, optionally of one status or one sweep."""
     found = store.list_jobs(status)
+    if sweep_name:
+        found = [j for j in found if ((j.job_config or {}).get("sweep") or {}).get("name") == sweep_name]
     if as_json:
         click.echo(json.dumps([j.as_dict() for j in found], indent=2, default=str))
         return
@@ -211,6 +215,57 @@ def jobs_cancel(ref, store, aws):
         from ..fleet.sagemaker import stop
 
         console.print(stop(job, aws), highlight=False)
+
+
+@jobs.command("compare")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_store
+def jobs_compare(refs, as_json, store):
+    """Jobs side by side (by id or name): the settings that differ, best F1, per-label F1, epochs to best."""
+    from ..compare import compare_jobs
+
+    if len(refs) < 2:
+        raise UserError("jobs compare needs at least two jobs (ids or names).")
+    found = [store.resolve(r) for r in refs]
+    result = compare_jobs(store, found)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    rows = result["jobs"]
+    table = Table("", *(f"{r['name']}\n{r['job_id'][:8]}" for r in rows))
+    for key, values in result["differences"].items():
+        table.add_row(key, *("" if v is None else str(v) for v in values))
+    if not result["differences"]:
+        table.add_row("(settings)", *("same" for _ in rows))
+    table.add_section()
+    table.add_row("status", *(r["status"] for r in rows))
+    for key, label in (("best_f1", "best val F1"), ("best_epoch", "epochs to best"), ("train_runtime", "runtime s")):
+        table.add_row(label, *(_cell(r[key]) for r in rows))
+    labels = sorted({t for r in rows for t in r["per_label_f1"]})
+    if labels:
+        table.add_section()
+    for t in labels:
+        table.add_row(f"F1 {t}", *(_cell(r["per_label_f1"].get(t)) for r in rows))
+    console.print(table)
+    same = result["same_validation"]
+    prints = ", ".join(str(r["validation_fingerprint"] or "unknown") for r in rows)
+    if same is None:
+        console.print(f"validation receipts: not known for every job ({prints})", highlight=False)
+    elif same:
+        console.print(f"validation receipts: the same for all ({prints.split(',')[0]})", highlight=False)
+    else:
+        console.print(
+            f"warning: validated on different receipts ({prints}); their F1s are not directly comparable",
+            style="yellow",
+            highlight=False,
+        )
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1 else f"{value:g}"
+    return "" if value is None else str(value)
 
 
 @jobs.command("report")

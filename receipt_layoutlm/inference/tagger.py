@@ -9,13 +9,18 @@ words of at most `max_seq_length` sub-tokens overlapping by `window_overlap` (bo
 best/label_map.json, as is the example unit), each word read from the window where it has
 the most context. A word's confidence is the softmax probability of its label at its first
 sub-token in that window; an entity is a run of words with one label inside one OCR line.
+A model trained with --box-level line reads line boxes, and one trained with --decode bio
+decodes each sequence with the BIO constraint (both recorded in label_map.json).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UserError
 from ..sources.receipt import Receipt
@@ -120,6 +125,8 @@ class ReceiptTagger:
         self.window_overlap = int(settings.get("window_overlap", 128))
         self.merge_amounts = bool(settings.get("merge_amounts", False))
         self.allowed_labels = list(settings.get("allowed_labels") or [])
+        self.box_level = settings.get("box_level", "word")  # models from before these settings: word, argmax
+        self.decode = settings.get("decode", "argmax")
         self.batch_size = batch_size
         self.device = "cpu" if self.onnx else device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not self.onnx:
@@ -177,12 +184,16 @@ class ReceiptTagger:
         return results[0] if single else results
 
     def predict_receipts(self, receipts: list[Receipt]) -> list[Prediction]:
+        from ..training.decoding import decode_words
         from ..training.features import build_examples, chosen_windows
-        from ..training.recipe import normalize_box
+        from ..training.recipe import line_boxes, normalize_box
 
         # Sequences as in training: whole receipts, or one OCR line each (example_unit=line).
         seqs, owners = [], []  # owners[k] = (receipt index, receipt word index of each sequence word)
         for r_i, r in enumerate(receipts):
+            boxes = [normalize_box(w.box, r.width, r.height) for w in r.words]
+            if self.box_level == "line":
+                boxes = line_boxes(boxes, [w.line for w in r.words])
             groups: dict[int, list[int]] = {}
             for i, w in enumerate(r.words):
                 groups.setdefault(w.line if self.example_unit == "line" else 0, []).append(i)
@@ -190,16 +201,22 @@ class ReceiptTagger:
                 seqs.append(
                     {
                         "texts": [r.words[i].text for i in idx],
-                        "boxes": [normalize_box(r.words[i].box, r.width, r.height) for i in idx],
+                        "boxes": [boxes[i] for i in idx],
                     }
                 )
                 owners.append((r_i, idx))
         examples, windows = build_examples(seqs, self.tokenizer, {}, self.max_seq_length, self.window_overlap)
-        ids, probs = self.score_examples(examples)
+        ids, probs, log_probs = self.score_examples(examples, keep_scores=self.decode == "bio")
         chosen = chosen_windows(windows, [len(s["texts"]) for s in seqs])
 
         per_receipt: list[dict[int, tuple[str, float]]] = [{} for _ in receipts]
         for (r_i, idx), picks in zip(owners, chosen):
+            if self.decode == "bio":  # the best tag sequence with no I-X after O or another label
+                scores = [None if p is None else log_probs[p[0]][p[1]] for p in picks]
+                label2id = {t: k for k, t in self.id2label.items()}
+                for i, tag, row in zip(idx, decode_words(scores, self.id2label), scores):
+                    per_receipt[r_i][i] = (tag, 0.0 if row is None else math.exp(row[label2id[tag]]))
+                continue
             for i, pick in zip(idx, picks):
                 tag, conf = (
                     ("O", 0.0) if pick is None else (self.id2label[ids[pick[0]][pick[1]]], probs[pick[0]][pick[1]])
@@ -214,10 +231,14 @@ class ReceiptTagger:
             results.append(Prediction(r.id, words, entities_of(r, words)))
         return results
 
-    def score_examples(self, examples: list[dict]) -> tuple[list[list[int]], list[list[float]]]:
-        """Per example and token: the argmax label id and its softmax probability."""
+    def score_examples(self, examples: list[dict], keep_scores: bool = False):
+        """Per example and token: the argmax label id and its softmax probability, and with keep_scores
+        the log-probabilities of every label (numpy, [tokens, labels]), else None."""
         probs = self.token_probs(examples)
-        return [p.argmax(-1).tolist() for p in probs], [p.max(-1).tolist() for p in probs]
+        ids = [p.argmax(-1).tolist() for p in probs]
+        best = [p.max(-1).tolist() for p in probs]
+        log_probs = [np.log(np.clip(p, 1e-30, None)) for p in probs] if keep_scores else None
+        return ids, best, log_probs
 
     def token_probs(self, examples: list[dict]) -> list:
         """Per example, the label probabilities of each token (numpy [tokens, labels]), batched by length."""

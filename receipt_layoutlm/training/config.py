@@ -15,6 +15,8 @@ DEFAULT_PRETRAINED = "microsoft/layoutlm-base-uncased"
 EXAMPLE_UNITS = ("receipt", "line")
 SPLIT_BY = ("receipt", "merchant")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BOX_LEVELS = ("word", "line")
+DECODES = ("argmax", "bio")  # decoding.DECODES, spelled here so that reading the flags stays light
 
 
 def setting(default=None, help: str = "", **options):
@@ -81,6 +83,17 @@ class TrainConfig:
     max_seq_length: int = setting(512, help="Sub-tokens per example window (16-512).")
     window_overlap: int | None = setting(
         help="Sub-tokens shared by windows [default: --max-seq-length // 4, resolved when the config is made]."
+    )
+    box_level: str = setting(
+        "word",
+        choices=BOX_LEVELS,
+        help="Each word's own box, or its OCR line's box (the union of the line's word boxes) as layout input.",
+    )
+    decode: str = setting(
+        "argmax",
+        choices=DECODES,
+        help="Word tags by argmax, or BIO-constrained Viterbi (no I-X after O or another label); "
+        "used in evaluation and kept with the model for prediction.",
     )
     precision: str = setting(
         "auto",

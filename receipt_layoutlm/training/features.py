@@ -172,8 +172,20 @@ def chosen_windows(windows: list[Window], n_words: list[int]) -> list[list[tuple
     return [[(c[2], c[3]) if c is not None else None for c in seq] for seq in best]
 
 
-def merge_predictions(pred_ids, windows: list[Window], n_words: list[int], id2label: dict) -> list[list[str]]:
-    """Per-example predicted ids (rows indexable by token position) -> one tag per word (see chosen_windows)."""
+def merge_predictions(
+    pred_ids, windows: list[Window], n_words: list[int], id2label: dict, decode: str = "argmax"
+) -> list[list[str]]:
+    """Per-example predicted ids (rows indexable by token position) -> one tag per word (see chosen_windows).
+
+    decode="bio": pred_ids holds per-token log-probabilities instead, decoded per sequence with the
+    BIO constraint (decoding.py)."""
+    if decode == "bio":
+        from .decoding import decode_words
+
+        return [
+            decode_words([pred_ids[c[0]][c[1]] if c is not None else None for c in seq], id2label)
+            for seq in chosen_windows(windows, n_words)
+        ]
     return [
         [id2label.get(int(pred_ids[c[0]][c[1]]), "O") if c is not None else "O" for c in seq]
         for seq in chosen_windows(windows, n_words)

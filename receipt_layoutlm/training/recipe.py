@@ -37,6 +37,18 @@ def normalize_box(box, width: float, height: float) -> list[int]:
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
 
+def line_boxes(boxes: list[list[int]], lines: list[int]) -> list[list[int]]:
+    """--box-level line: each word takes its OCR line's box, the union of the line's word boxes
+    (segment-level boxes, as LayoutLMv3 and LiLT use)."""
+    union: dict[int, list[int]] = {}
+    for box, line in zip(boxes, lines):
+        u = union.get(line)
+        union[line] = (
+            list(box) if u is None else [min(u[0], box[0]), min(u[1], box[1]), max(u[2], box[2]), max(u[3], box[3])]
+        )
+    return [list(union[line]) for line in lines]
+
+
 def bio_tags(labels: list[str], lines: list[int]) -> list[str]:
     """A non-O word starts a span (B-X) unless the previous word of the same line has label X."""
     tags = []

@@ -43,6 +43,7 @@ from .collate import Collator
 from .config import TrainConfig, check_config, checkpoint_metric_labels
 from .data import PreparedData, load_source, prepare_data, read_val_keys
 from .features import build_examples, merge_predictions, sequences
+from .recipe import line_boxes
 from .recording import (
     QuietProgress,
     ReceiptTrainer,
@@ -217,13 +218,15 @@ def run_training(
     say=print,
     aws: AwsSettings | None = None,
     job=None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train one job; returns the summary. Raises UserError for problems the user can fix.
 
     store_uri: the job store (None: store.resolve_store_uri()); aws: region and endpoints of
     the DynamoDB table, the job store and S3. job: an existing Job to run (a queued job a worker
     claimed, or `resume`) instead of creating one; its earlier attempt in the output dir, if any,
-    is continued from the latest checkpoint.
+    is continued from the latest checkpoint. callbacks: extra TrainerCallbacks (a sweep's pruning); one
+    may raise Cancelled to stop the run as `cancelled`.
     """
     check_config(cfg)
     precision = resolve_precision(cfg.precision)  # refused here, before a job exists, if unsupported
@@ -231,7 +234,9 @@ def run_training(
     out = cfg.resolved_output_dir()
     claim = OutputDirClaim(out, cfg.job_name).acquire() if is_main else None
     try:
-        return _run(cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job, precision)
+        return _run(
+            cfg, out, store_uri, resume, overwrite_output_dir, say, is_main, aws, job, precision, callbacks or []
+        )
     finally:
         if claim:
             claim.release()
@@ -248,6 +253,7 @@ def _run(
     aws: AwsSettings | None,
     job=None,
     precision: str = "fp32",
+    callbacks: list = (),
 ) -> dict:
     previous = None
     if is_main:
@@ -311,6 +317,7 @@ def _run(
     resuming = resume or bool(previous)
     recorder = Recorder(store, job, run_file, s3, Journal.of(out) if is_main else None)
     run = TrainingRun(cfg, recorder, inputs, out, resuming, say, is_main, stop, precision)
+    run.extra_callbacks = list(callbacks)
     old_handler = signal.signal(signal.SIGTERM, stop)
     try:
         summary = run.train()
@@ -422,6 +429,9 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
         split_by=cfg.split_by,
         val_keys=val_keys,
     )
+    if cfg.box_level == "line":
+        for r in data.train + data.val:
+            r.boxes = line_boxes(r.boxes, r.lines)
     label_list = data.label_list
     check_metric_labels(cfg.checkpoint_metric, label_list)
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
@@ -468,6 +478,7 @@ class TrainingRun:
         self.say, self.is_main, self.stop = say, is_main, stop
         self.precision = precision  # resolved: fp32, bf16 or fp16
         self.trainer = None
+        self.extra_callbacks: list = []
 
     def model_settings(self, best_f1, best_metric=None) -> dict:
         """What best/label_map.json carries besides the labels: prediction windows and scores receipts
@@ -483,6 +494,8 @@ class TrainingRun:
             "window_overlap": cfg.window_overlap,
             "merge_amounts": cfg.merge_amounts,
             "allowed_labels": cfg.allowed_labels,
+            "box_level": cfg.box_level,
+            "decode": cfg.decode,
         }
 
     def finish_stopped(self, status: str, message: str, exc: str | None = None) -> None:
@@ -526,7 +539,8 @@ class TrainingRun:
 
         def compute_metrics(pred):
             val_true = inputs.val_true
-            tags = merge_predictions(pred.predictions, inputs.val_windows, [len(t) for t in val_true], id2label)
+            n_words = [len(t) for t in val_true]
+            tags = merge_predictions(pred.predictions, inputs.val_windows, n_words, id2label, cfg.decode)
             scores = entity_scores(val_true, tags, entity_types(label_list))
             return with_checkpoint_metric(scores, cfg.checkpoint_metric)
 
@@ -566,6 +580,7 @@ class TrainingRun:
             **precision_flags(self.precision, torch.cuda.is_available()),
         )
         callbacks = [RecordingCallback(recorder, label_list, cfg.epochs), StopOnSignal(stop, recorder)]
+        callbacks += self.extra_callbacks
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tokenizer = inputs.tokenizer
@@ -578,7 +593,7 @@ class TrainingRun:
             data_collator=Collator(tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
             compute_metrics=compute_metrics,
             callbacks=callbacks,
-            preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+            preprocess_logits_for_metrics=scores_for_metrics(cfg.decode),
             cpu_bf16=self.precision == "bf16" and not torch.cuda.is_available(),
         )
         trainer.remove_callback(ProgressCallback)
@@ -650,6 +665,14 @@ def best_f1_of(state) -> float | None:
     """The entity micro F1 of the Trainer's best checkpoint (its best_metric may be another metric)."""
     step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
     return next((h["eval_f1"] for h in state.log_history if "eval_f1" in h and h["step"] == step), None)
+
+
+def scores_for_metrics(decode: str):
+    """What evaluation keeps of the logits: argmax ids, or (for --decode bio) log-probabilities, which
+    the Viterbi decoding needs; float32 so that half-precision logits do not lose the small ones."""
+    if decode == "bio":
+        return lambda logits, labels: logits.float().log_softmax(-1)
+    return lambda logits, labels: logits.argmax(-1)
 
 
 def _record_start(cfg: TrainConfig, recorder: Recorder, data: PreparedData, source: str, previous) -> None:

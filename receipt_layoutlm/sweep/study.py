@@ -1,0 +1,349 @@
+"""The Optuna study of a sweep, kept beside its jobs, and the loop that runs its trials.
+
+Every trial is a Job named `<sweep>-t<k>` whose job_config carries the `sweep` tag (name, trial
+number, parameters, the space and the command line's settings); the job store is the record of
+the sweep. The study itself lives:
+- embedded store (sqlite:///DIR/jobs.db): in Optuna's RDB storage sqlite:///DIR/optuna.db;
+- DynamoDB store: nowhere else: it is rebuilt in memory from the trial jobs' tags, results and
+  val_f1 metrics (`study.add_trial(create_trial(...))`), then asked and told as usual.
+Trials run here one after another (with pruning), or go on the queue (`--submit`) for workers, and
+this process polls the store and tells Optuna each result (pruning needs the trial in this
+process, so it is off then).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..fleet.queue import DEFAULT_QUEUE
+from ..store import Job, JobStore, open_store
+from ..training.config import TrainConfig, check_config
+from .space import SearchSpace, parse_space
+
+PRUNERS = ("none", "median", "hyperband")
+TPE_STARTUP_TRIALS = 5  # random trials before TPE models the results (Optuna's default is 10)
+
+
+@dataclass
+class SweepSettings:
+    name: str
+    trials: int = 10  # of the whole sweep, the recorded ones included
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 42
+    submit: bool = False
+    queue: str = DEFAULT_QUEUE
+    parallel: int = 1  # with submit: trials queued or running at once
+    poll: float = 10.0
+
+
+def trial_name(sweep: str, number: int) -> str:
+    return f"{sweep}-t{number}"
+
+
+def tag_of(job: Job) -> dict | None:
+    tag = (job.job_config or {}).get("sweep")
+    return tag if isinstance(tag, dict) else None
+
+
+def trial_jobs(store: JobStore, name: str) -> list[Job]:
+    """The sweep's trial jobs, by trial number."""
+    found = [j for j in store.list_jobs() if (tag_of(j) or {}).get("name") == name]
+    return sorted(found, key=lambda j: tag_of(j)["trial"])
+
+
+def make_sampler(kind: str, seed: int):
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid points are enqueued; random draws nothing then
+
+
+def make_pruner(kind: str):
+    import optuna
+
+    if kind == "median":
+        # Not before 3 trials have finished, nor at the first evaluation (warm-up makes it noisy).
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def val_f1_by_epoch(store: JobStore, job: Job) -> dict[int, float]:
+    return {int(m["epoch"]): float(m["value"]) for m in store.metrics(job.job_id, "val_f1") if m.get("epoch")}
+
+
+def frozen_trial(store: JobStore, job: Job, distributions: dict):
+    """A finished trial job as an Optuna FrozenTrial: succeeded -> COMPLETE with its best val F1,
+    cancelled (pruned, or cancelled by hand) -> PRUNED, failed/interrupted/stale -> FAIL."""
+    import optuna
+    from optuna.trial import TrialState
+
+    params = tag_of(job)["params"]
+    if job.status == "succeeded" and isinstance(job.results.get("best_f1"), (int, float)):
+        state, value = TrialState.COMPLETE, float(job.results["best_f1"])
+    elif job.status == "cancelled":
+        state, value = TrialState.PRUNED, None
+    else:
+        state, value = TrialState.FAIL, None
+    return optuna.trial.create_trial(
+        state=state,
+        value=value,
+        params=params,
+        distributions={k: distributions[k] for k in params},
+        intermediate_values=val_f1_by_epoch(store, job) if state != TrialState.FAIL else {},
+        user_attrs={"job_id": job.job_id},
+    )
+
+
+def in_flight(job: Job) -> bool:
+    """A trial job a worker (or a process) is still expected to finish."""
+    return job.status in ("pending", "running") and not job.is_stale()
+
+
+def rebuilt_study(store: JobStore, jobs: list[Job], space: SearchSpace, sampler=None, pruner=None):
+    """An in-memory study holding the finished trial jobs."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    distributions = space.distributions()
+    for job in jobs:
+        if not in_flight(job):
+            study.add_trial(frozen_trial(store, job, distributions))
+    return study
+
+
+def recorded_sweep(jobs: list[Job]) -> tuple[SearchSpace, dict, dict]:
+    """(space, command-line settings, sweep settings) recorded with the first trial."""
+    tag = tag_of(jobs[0])
+    return parse_space(tag["space"], f"recorded with sweep {tag['name']}"), tag["base"], tag.get("settings", {})
+
+
+def _rdb_path(store_uri: str) -> Path | None:
+    if store_uri.startswith("sqlite:///"):
+        return Path(store_uri[len("sqlite:///") :]).expanduser().parent / "optuna.db"
+    return None
+
+
+def open_study(store_uri: str, store: JobStore, jobs: list[Job], space: SearchSpace, s: SweepSettings, pruner):
+    """The sweep's study with every recorded trial finished or in flight; returns (study, {job_id: trial})
+    for the trials still in flight (queued or running on a worker)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Seeded, and shifted by the trials already recorded: a continued sweep does not redraw them.
+    sampler = make_sampler(s.sampler, s.seed + len(jobs))
+    by_id = {j.job_id: j for j in jobs}
+    waiting: dict[str, object] = {}
+    db = _rdb_path(store_uri)
+    if db is None:
+        study = rebuilt_study(store, jobs, space, sampler, pruner)
+        for job in jobs:
+            if in_flight(job):
+                study.enqueue_trial(tag_of(job)["params"])
+                trial = study.ask(space.distributions())
+                trial.set_user_attr("job_id", job.job_id)
+                waiting[job.job_id] = trial
+        return study, waiting
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    if not jobs and s.name in optuna.study.get_all_study_names(storage):
+        optuna.delete_study(study_name=s.name, storage=storage)  # a study whose jobs are gone
+    study = optuna.create_study(
+        storage=storage, study_name=s.name, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
+    if jobs and not study.get_trials(deepcopy=False):  # optuna.db was lost: the jobs still hold the trials
+        distributions = space.distributions()
+        for job in jobs:
+            if not in_flight(job):
+                study.add_trial(frozen_trial(store, job, distributions))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        job = by_id.get(t.user_attrs.get("job_id"))
+        if job is not None and in_flight(job):
+            waiting[job.job_id] = optuna.trial.Trial(study, t._trial_id)
+        else:  # its process died before the trial ended (or before its job was written)
+            tell(study, t.number, job)
+    return study, waiting
+
+
+def tell(study, trial, job: Job | None, pruned: bool = False) -> str:
+    """Tell Optuna how a trial's job ended; returns the state, in words."""
+    from optuna.trial import TrialState
+
+    if job is not None and job.status == "succeeded" and isinstance(job.results.get("best_f1"), (int, float)):
+        study.tell(trial, float(job.results["best_f1"]))
+        return "complete"
+    if pruned or (job is not None and job.status == "cancelled"):
+        study.tell(trial, state=TrialState.PRUNED)
+        return "pruned"
+    study.tell(trial, state=TrialState.FAIL)
+    return "failed"
+
+
+class _Pruning:
+    """A TrainerCallback (built lazily: transformers loads only when a trial runs) reporting val F1
+    after every evaluation; when the pruner says so it stops the run as `cancelled`."""
+
+    def __new__(cls, trial, pruner_name: str):
+        from transformers import TrainerCallback
+
+        from ..training.recording import epoch_number
+        from ..training.run import Cancelled
+
+        class PruneTrial(TrainerCallback):
+            pruned = False
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                if not state.is_world_process_zero or not metrics or "eval_f1" not in metrics:
+                    return
+                epoch, f1 = epoch_number(state.epoch), float(metrics["eval_f1"])
+                trial.report(f1, epoch)
+                if trial.should_prune():
+                    self.pruned = True
+                    raise Cancelled(f"pruned by the sweep's {pruner_name} pruner at epoch {epoch} (val F1 {f1:.4f})")
+
+        return PruneTrial()
+
+
+def run_sweep(
+    store_uri: str,
+    s: SweepSettings,
+    space: SearchSpace | None,
+    base: dict | None,
+    resume: bool = False,
+    aws=None,
+    say=print,
+    pruner=None,
+):
+    """Run (or, with resume, continue) sweep `s.name` until it holds s.trials trials; returns the study.
+
+    base: the command line's train settings (TrainConfig field -> value as given, job_name left out);
+    pruner: an Optuna pruner in place of s.pruner (tests)."""
+    from ..training.run import config_record
+
+    store = open_store(store_uri, aws)
+    jobs = trial_jobs(store, s.name)
+    if jobs and not resume:
+        raise UserError(
+            f"Sweep {s.name!r} already has {len(jobs)} trial(s) in {store.description}; pass --continue to "
+            "add to it, or another --name."
+        )
+    if resume:
+        if not jobs:
+            raise UserError(f"No sweep {s.name!r} in {store.description} to continue; start it without --continue.")
+        space, base, recorded = recorded_sweep(jobs)
+        s.sampler, s.pruner, s.seed = (
+            recorded.get("sampler", s.sampler),
+            recorded.get("pruner", s.pruner),
+            recorded.get("seed", s.seed),
+        )
+    space.check(base)
+    grid = space.grid() if s.sampler == "grid" else None
+    if s.sampler == "grid" and grid is None:
+        raise UserError("--sampler grid needs every searched parameter to be a list of choices, not a range.")
+    if s.submit and pruner is None and s.pruner != "none":
+        say("pruning is off for trials run by workers (--submit): they report to the store, not to this process")
+    study, waiting = open_study(
+        store_uri, store, jobs, space, s, pruner or (make_pruner("none") if s.submit else make_pruner(s.pruner))
+    )
+    numbers = [tag_of(j)["trial"] for j in jobs]
+    next_number = max(numbers, default=-1) + 1
+    remaining = None
+    if grid is not None:
+        seen = {json.dumps(tag_of(j)["params"], sort_keys=True) for j in jobs}
+        remaining = [p for p in grid if json.dumps(p, sort_keys=True) not in seen]
+    recorded = {"sampler": s.sampler, "pruner": s.pruner, "seed": s.seed}
+    out_root = base.get("output_dir")
+    to_run = max(0, s.trials - len(jobs))
+    if remaining is not None:
+        to_run = min(to_run, len(remaining))
+    say(f"sweep {s.name}: {len(jobs)} trial(s) recorded, {to_run} to run ({s.sampler} sampler, seed {s.seed})")
+    for _ in range(to_run):
+        if remaining is not None:
+            study.enqueue_trial(remaining.pop(0))
+        trial = study.ask(space.distributions())
+        name = trial_name(s.name, next_number)
+        settings = {**base, **space.settings(trial.params), "job_name": name}
+        settings["output_dir"] = str(Path(out_root).expanduser() / name) if out_root else None
+        try:
+            cfg = TrainConfig(**settings)
+            check_config(cfg)
+        except UserError:
+            tell(study, trial, None)
+            raise
+        tag = {
+            "name": s.name,
+            "trial": next_number,
+            "params": trial.params,
+            "space": space.as_dict(),
+            "base": base,
+            "settings": recorded,
+        }
+        record = {**config_record(cfg, resume=False), "sweep": tag}
+        job_fields = {"description": cfg.description, "priority": cfg.priority, "tags": {"sweep": s.name}}
+        if cfg.output_s3_uri:
+            from ..s3 import S3Sync
+
+            job_fields["storage"] = S3Sync(cfg.output_s3_uri, name, aws).storage
+        next_number += 1
+        params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+        if s.submit:
+            from ..fleet.queue import submit
+
+            job = submit(store, name, record, s.queue, **job_fields)
+            trial.set_user_attr("job_id", job.job_id)
+            waiting[job.job_id] = trial
+            say(f"trial {tag['trial']} ({name}) queued on {s.queue}: {params}")
+            while len(waiting) >= s.parallel:
+                collect(store, study, waiting, s.poll, say)
+            continue
+        job = store.create_job(name, record, **job_fields)
+        trial.set_user_attr("job_id", job.job_id)
+        say(f"trial {tag['trial']} ({name}): {params}")
+        run_here(cfg, job, trial, study, store, store_uri, aws, say, s.pruner if pruner is None else "test")
+    while waiting:
+        collect(store, study, waiting, s.poll, say)
+    return study
+
+
+def collect(store: JobStore, study, waiting: dict, poll: float, say) -> None:
+    """Wait one poll, then tell Optuna about the queued trials that ended."""
+    time.sleep(poll)
+    for job_id, trial in list(waiting.items()):
+        job = store.get_job(job_id)
+        if job is None or not in_flight(job):
+            state = tell(study, trial, job)
+            del waiting[job_id]
+            f1 = job.results.get("best_f1") if job else None
+            say(f"trial {job.name if job else job_id}: {state}" + (f", best val F1 {f1:.4f}" if f1 is not None else ""))
+
+
+def run_here(cfg: TrainConfig, job: Job, trial, study, store: JobStore, store_uri: str, aws, say, pruner_name: str):
+    """One trial through run_training, reporting to Optuna after every evaluation."""
+    from ..training.run import run_training
+
+    callback = _Pruning(trial, pruner_name)
+    try:
+        summary = run_training(cfg, store_uri=store_uri, aws=aws, job=job, say=say, callbacks=[callback])
+    except UserError:
+        if callback.pruned:
+            tell(study, trial, store.get_job(job.job_id), pruned=True)
+            say(f"trial {job.name}: pruned, job {job.job_id} cancelled")
+            return
+        stored = store.get_job(job.job_id)
+        if stored is not None and stored.status == "pending":  # refused before it recorded anything
+            store.update_job(stored, status="failed", message="refused before training; see the sweep's output")
+        tell(study, trial, None)
+        raise
+    except BaseException:
+        tell(study, trial, None)
+        raise
+    tell(study, trial, store.get_job(job.job_id))
+    say(f"trial {job.name}: best val F1 {summary['best_f1']:.4f} at epoch {summary['best_epoch']}")
