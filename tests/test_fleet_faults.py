@@ -149,10 +149,11 @@ def test_spot_notice_then_sigterm_then_finished(tmp_path, fake_imds):  # noqa: F
     uri = f"sqlite:///{tmp_path / 'jobs.db'}"
     env, store = env_for(uri), open_store(uri, AwsSettings.resolve())
     out = tmp_path / "spot"
-    job_id = submit(env, "spot", out, "--epochs", "4")
+    job_id = submit(env, "spot", out, "--epochs", "4", "--batch-size", "2")  # more steps: time to interrupt
 
     spot_env = {**env, "LAYOUTLM_IMDS_ENDPOINT": endpoint}
-    w1 = start("worker", "--poll", "0.5", env=spot_env, log=tmp_path / "w1.log")
+    # Look for the notice often: a tiny model's 4 epochs can end within the default 5 s.
+    w1 = start("worker", "--poll", "0.5", "--spot-poll", "0.2", env=spot_env, log=tmp_path / "w1.log")
     wait_for("a checkpoint", lambda: list(out.glob("checkpoint-*/trainer_state.json")), procs=[w1])
     announce.set()
     assert w1.wait(timeout=300) == 0, (tmp_path / "w1.log").read_text()

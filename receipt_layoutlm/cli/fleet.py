@@ -119,6 +119,13 @@ def submit(job_store, aws, queue, backend, sagemaker, **settings):
     show_default=True,
     help="EC2 instance metadata service (instance id, spot notices); tests point it at a fake.",
 )
+@click.option(
+    "--spot-poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between looks at IMDS for a spot interruption notice (on EC2 only).",
+)
 def worker(job_store, dynamo_table, aws, gpus, **settings):
     """Run queued jobs from the job store until stopped (SIGTERM/SIGINT, spot notice, --idle-exit, --max-jobs)."""
     from ..fleet.worker import Worker, WorkerSettings

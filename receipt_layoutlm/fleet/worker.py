@@ -39,7 +39,6 @@ from .queue import (
 )
 
 TICK_S = 0.2
-SPOT_POLL_S = 5.0
 
 
 @dataclass
@@ -53,6 +52,7 @@ class WorkerSettings:
     poll: float = 5.0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     imds_endpoint: str = DEFAULT_ENDPOINT
+    spot_poll: float = 5.0  # seconds between looks for a spot interruption notice (2 minutes of warning)
     stop_timeout: float = 100.0  # a spot warning gives 120 s: time to save, then stop hard
     aws: AwsSettings = field(default_factory=AwsSettings)  # where the DynamoDB store and S3 are
 
@@ -134,7 +134,7 @@ class Worker:
             while True:
                 self.reap()
                 now = time.monotonic()
-                if self.info.on_ec2 and self.stop_reason is None and now - last_spot >= SPOT_POLL_S:
+                if self.info.on_ec2 and self.stop_reason is None and now - last_spot >= self.settings.spot_poll:
                     last_spot = now
                     notice = self.imds.spot_interruption()
                     if notice:
