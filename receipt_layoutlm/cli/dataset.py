@@ -38,25 +38,14 @@ def dataset():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dataset_stats(aws, as_json, **settings):
     """Receipts, words and labels before/after merges and the whitelist, and the O:entity ratio."""
-    from ..training.data import load_source, prepare_data, read_val_keys
+    from ..training.data import prepare_config_data
 
     cfg = train_config(settings, job_name="stats")
     if cfg.dataset is None and not cfg.dynamo_table:
         raise UserError(
             "Pass --dataset FILE.jsonl|wildreceipt:FILE|sroie:DIR|cord:DIR|funsd:DIR|demo[:N] or --dynamo-table TABLE."
         )
-    receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
-    data = prepare_data(
-        receipts,
-        report,
-        merge_amounts=cfg.merge_amounts,
-        allowed_labels=cfg.allowed_labels,
-        val_ratio=cfg.val_ratio,
-        o_entity_ratio=cfg.o_entity_ratio,
-        seed=cfg.seed,
-        split_by=cfg.split_by,
-        val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
-    )
+    data, report = prepare_config_data(cfg, aws)
     c = data.counts
     stats = {
         "source": report.source,

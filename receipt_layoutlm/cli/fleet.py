@@ -29,23 +29,12 @@ def check_submittable(cfg, aws) -> dict | None:
     """Everything `train` would refuse, refused now, before the job is written: flags, labels, and that
     the data can be read and gives something to train on. Returns the split of a --dataset."""
     from ..training.config import check_config
-    from ..training.data import load_source, prepare_data, read_val_keys
+    from ..training.data import prepare_config_data
 
     check_config(cfg)
     split = None
     if cfg.dataset is not None:
-        receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
-        split = prepare_data(
-            receipts,
-            report,
-            merge_amounts=cfg.merge_amounts,
-            allowed_labels=cfg.allowed_labels,
-            val_ratio=cfg.val_ratio,
-            o_entity_ratio=cfg.o_entity_ratio,
-            seed=cfg.seed,
-            split_by=cfg.split_by,
-            val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
-        ).split
+        split = prepare_config_data(cfg, aws)[0].split
     else:
         from ..store.dynamodb import DynamoTable
 

@@ -140,6 +140,24 @@ def prepare_data(
     return PreparedData(label_list, train, val, counts, thinning, report.dropped, split)
 
 
+def prepare_config_data(cfg, aws=None) -> tuple[PreparedData, object]:
+    """A TrainConfig's data, read and prepared as its run will prepare it: (PreparedData, the reader's
+    report). `train`, `submit` and `dataset stats` all go through here, so they agree."""
+    receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
+    data = prepare_data(
+        receipts,
+        report,
+        merge_amounts=cfg.merge_amounts,
+        allowed_labels=cfg.allowed_labels,
+        val_ratio=cfg.val_ratio,
+        o_entity_ratio=cfg.o_entity_ratio,
+        seed=cfg.seed,
+        split_by=cfg.split_by,
+        val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
+    )
+    return data, report
+
+
 def choose_split(receipts, val_ratio: float, seed: int, split_by: str, val_keys: ValKeys | None):
     """(what run.json records about the split, the validation receipt ids)."""
     ids = [r.id for r in receipts]

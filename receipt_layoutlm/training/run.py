@@ -41,7 +41,7 @@ from ..store.journal import Journal
 from .artifacts import CLAIM_FILE, OutputDirClaim, RunFile, copy_checkpoint_as_best, latest_checkpoint, save_model_dir
 from .collate import Collator
 from .config import TrainConfig, check_config, checkpoint_metric_labels
-from .data import PreparedData, load_source, prepare_data, read_val_keys
+from .data import PreparedData, prepare_config_data
 from .features import build_examples, merge_predictions, sequences
 from .recipe import line_boxes
 from .recording import (
@@ -416,19 +416,7 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
     """Load and prepare the data, load the model, tokenise: every error here is the user's to fix."""
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # weight-saving bars; the training bar stays
-    receipts, report = load_source(cfg.dataset, cfg.dynamo_table, cfg.label_status, cfg.seed, aws)
-    val_keys = read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None
-    data = prepare_data(
-        receipts,
-        report,
-        merge_amounts=cfg.merge_amounts,
-        allowed_labels=cfg.allowed_labels,
-        val_ratio=cfg.val_ratio,
-        o_entity_ratio=cfg.o_entity_ratio,
-        seed=cfg.seed,
-        split_by=cfg.split_by,
-        val_keys=val_keys,
-    )
+    data, report = prepare_config_data(cfg, aws)
     if cfg.box_level == "line":
         for r in data.train + data.val:
             r.boxes = line_boxes(r.boxes, r.lines)
