@@ -136,3 +136,13 @@ def tiny_best(tmp_path_factory) -> Path:
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out / "run" / "best"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A tmp dir whose jobs.db is the job store of every command; no table or bucket from the environment.
+    Test files with other needs (AWS, a model cache) define their own `env`."""
+    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
+    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path

@@ -17,14 +17,6 @@ from receipt_layoutlm.training.data import parse_val_keys, prepare_data
 from receipt_layoutlm.training.recipe import merchant_group
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
-    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def grouped_file(path, n=40, groups=8):
     """Demo receipts written as JSONL with a `group` field (receipt i belongs to chain-(i % groups))."""
     receipts, _ = load_receipts(f"demo:{n}")

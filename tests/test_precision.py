@@ -49,14 +49,6 @@ def test_training_arguments_get_mixed_precision_on_a_gpu_only():
     assert precision_flags("bf16", cuda=False) == {} and precision_flags("fp32", cuda=True) == {}
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
-    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def train(tmp_path, precision, epochs=2):
     args = ["train", "--job-name", f"p-{precision}", "--dataset", "demo:24", "--pretrained", "tiny"]
     args += ["--epochs", str(epochs), "--batch-size", "4", "--lr", "5e-4", "--max-seq-length", "128"]

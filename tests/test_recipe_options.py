@@ -83,14 +83,6 @@ def test_tagger_applies_the_recorded_decode_and_box_level(tmp_path):
     assert line.predict(receipt).tags != a.tags  # the same weights read other boxes
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
-    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def test_train_records_box_level_and_decode_in_run_json_and_best(env):
     out = env / "run"
     result = run_cli(

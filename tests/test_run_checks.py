@@ -18,14 +18,6 @@ from receipt_layoutlm.training.artifacts import OutputDirClaim, atomic_write_jso
 from receipt_layoutlm.training.config import TrainConfig, check_config
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
-    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def train(out, *extra, dataset="demo:12", name="checks"):
     args = ["train", "--job-name", name, "--dataset", dataset, "--pretrained", "tiny", "--max-seq-length", "64"]
     # --window-overlap 16 given, so that each check also fails on code with the old default of 128

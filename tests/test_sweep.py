@@ -17,14 +17,6 @@ from receipt_layoutlm.sweep.study import SweepSettings, rebuilt_study, run_sweep
 TINY = ["--pretrained", "tiny", "--dataset", "demo:40", "--max-seq-length", "64"]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
-    for var in ("DYNAMO_TABLE_NAME", "LAYOUTLM_TRAINING_BUCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def store_of(env):
     return open_store(f"sqlite:///{env / 'jobs.db'}")
 
