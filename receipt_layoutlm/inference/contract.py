@@ -1,5 +1,6 @@
 """The evaluation contract between runs: which receipts a job was validated on, and whether two
-or more jobs' scores can be compared at all. `jobs show` prints it; `jobs compare` warns with it."""
+or more jobs' scores can be compared at all, from the job_config alone. `jobs show` prints it.
+(`jobs compare` fingerprints the validation ids in each run.json instead: compare.validation_fingerprint.)"""
 
 from __future__ import annotations
 
