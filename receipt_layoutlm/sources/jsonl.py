@@ -105,6 +105,11 @@ def write_jsonl(receipts: list[Receipt], path: Path) -> None:
     """Write receipts in the portable format (atomically)."""
     from ..training.artifacts import atomic_write_text
 
+    atomic_write_text(path, jsonl_text(receipts))
+
+
+def jsonl_text(receipts: list[Receipt]) -> str:
+    """Receipts in the portable format, one line each."""
     out = []
     for r in receipts:
         obj = {"id": r.id, "width": r.width, "height": r.height, **r.extra}
@@ -113,4 +118,4 @@ def write_jsonl(receipts: list[Receipt], path: Path) -> None:
             for w in r.words
         ]
         out.append(json.dumps(obj, ensure_ascii=False))
-    atomic_write_text(path, "\n".join(out) + "\n")
+    return "\n".join(out) + "\n"

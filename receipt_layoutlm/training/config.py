@@ -17,6 +17,7 @@ SPLIT_BY = ("receipt", "merchant")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BOX_LEVELS = ("word", "line")
 DECODES = ("argmax", "bio")  # decoding.DECODES, spelled here so that reading the flags stays light
+DEFAULT_OUTPUT_ROOT = "/tmp/receipt_layoutlm"  # a run without --output-dir writes to DEFAULT_OUTPUT_ROOT/<job-name>
 
 
 def setting(default=None, help: str = "", **options):
@@ -37,7 +38,7 @@ def setting(default=None, help: str = "", **options):
 class TrainConfig:
     """Every setting of a run; each field is also the `train` flag of the same name (help in metadata)."""
 
-    job_name: str = setting(required=True, help="Name of the run; output goes to /tmp/receipt_layoutlm/<job-name>/.")
+    job_name: str = setting(required=True, help=f"Name of the run; output goes to {DEFAULT_OUTPUT_ROOT}/<job-name>/.")
     dataset: str | None = setting(help="FILE.jsonl, wildreceipt:FILE or demo[:N]; without it, --dynamo-table is read.")
     dynamo_table: str | None = setting(
         envvar="DYNAMO_TABLE_NAME",
@@ -116,7 +117,7 @@ class TrainConfig:
             self.window_overlap = self.max_seq_length // 4
 
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"/tmp/receipt_layoutlm/{self.job_name}").expanduser()
+        return Path(self.output_dir or f"{DEFAULT_OUTPUT_ROOT}/{self.job_name}").expanduser()
 
 
 def check_config(cfg: TrainConfig) -> None:
