@@ -84,6 +84,13 @@ def submit(job_store, aws, queue, backend, sagemaker, **settings):
 @aws_options
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help=QUEUE_HELP)
 @click.option("--gpus", help="Comma-separated GPU ids, e.g. 0,1: one job per GPU in parallel.")
+@click.option(
+    "--cpu-slots",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Without --gpus: jobs run at once on the CPU, each with its share of the cores.",
+)
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after starting this many jobs (and finishing them).")
 @click.option("--idle-exit", type=click.FloatRange(min=0), help="Exit after this many seconds with nothing to do.")
 @click.option(
@@ -123,6 +130,8 @@ def worker(job_store, dynamo_table, aws, gpus, **settings):
     gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
     if gpus is not None and not gpu_list:
         raise UserError(f"--gpus {gpus!r} names no GPU; pass ids such as --gpus 0,1.")
+    if gpu_list and settings["cpu_slots"] > 1:
+        raise UserError("--cpu-slots is for workers without GPUs; with --gpus each GPU runs one job.")
     store_uri = resolve_store_uri(job_store, dynamo_table)
     Worker(WorkerSettings(store_uri=store_uri, gpus=gpu_list, aws=aws, **settings), say=console.print).run()
 

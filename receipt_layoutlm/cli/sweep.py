@@ -53,7 +53,7 @@ SWEEP_OPTIONS = {
     type=click.Choice(["none", "median", "hyperband"]),
     default="median",
     show_default=True,
-    help="Stops trials whose val F1 falls behind (their jobs end cancelled); off with --submit.",
+    help="Stops trials whose val F1 falls behind (their jobs end cancelled), wherever they run.",
 )
 @click.option("--continue", "resume", is_flag=True, help="Add to the recorded sweep --name, with its space and flags.")
 @click.option("--submit", is_flag=True, help="Put trials on the queue for `layoutlm-cli worker`s, and wait for them.")
@@ -63,7 +63,7 @@ SWEEP_OPTIONS = {
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="With --submit: trials queued or running at once (one per worker or GPU).",
+    help="Trials running at once: here, one per GPU (else sharing the CPU's cores); with --submit, queued at once.",
 )
 @click.option("--poll", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds between looks.")
 @train_options(exclude=("job_name",))
@@ -82,11 +82,6 @@ def sweep(
 
     if not name or "/" in name:
         raise UserError("Pass --name NAME (no '/') for the sweep; its trials are the jobs NAME-t0, NAME-t1, ...")
-    if parallel > 1 and not submit:
-        raise UserError(
-            "--parallel needs --submit: trials run in parallel on workers (`layoutlm-cli worker --gpus 0,1` runs "
-            "one per GPU on one machine)."
-        )
     given = [k for k in settings if k != "dynamo_table" and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
     base = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     s = SweepSettings(name=name, trials=trials, pruner=pruner, seed=base["seed"], submit=submit, queue=queue,
@@ -168,7 +163,13 @@ def sweep_show(sweep_name, as_json, plot, store):
         for j in ranked
     ]
     best = next((j for j in ranked if j.status == "succeeded"), None)
-    command = train_command(best.job_config, f"{sweep_name}-best") if best else None
+    # Trials trained on the sweep's snapshot; the command trains on the data it was taken from.
+    data = tag_of(jobs[0]).get("data")
+    command = None
+    if best:
+        command = train_command(
+            {**best.job_config, "dataset": tag_of(best)["base"].get("dataset")}, f"{sweep_name}-best"
+        )
     space, _, _ = recorded_sweep(jobs)
     study = rebuilt_study(store, jobs, space)
     importances = param_importances(study)
@@ -179,7 +180,13 @@ def sweep_show(sweep_name, as_json, plot, store):
     if as_json:
         click.echo(
             json.dumps(
-                {"sweep": sweep_name, "trials": rows, "best_command": command, "importances": importances},
+                {
+                    "sweep": sweep_name,
+                    "data": data,
+                    "trials": rows,
+                    "best_command": command,
+                    "importances": importances,
+                },
                 indent=2,
                 default=str,
             )
@@ -199,6 +206,12 @@ def sweep_show(sweep_name, as_json, plot, store):
             r["job_id"],
         )
     console.print(table)
+    if data:
+        console.print(
+            f"data: {data['receipts']} receipts from {data['source']}, read once into {data['dataset']} "
+            f"(sha256 {data['sha256'][:12]})",
+            highlight=False,
+        )
     if command:
         console.print(
             f"best: trial {tag_of(best)['trial']} ({best.name}), val F1 {best.results['best_f1']:.4f}; train it with"

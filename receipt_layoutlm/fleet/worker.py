@@ -3,7 +3,7 @@ put back what could not finish, stop cleanly on SIGTERM/SIGINT or a spot interru
 
 One loop, one thread: every tick it reaps finished children, watches for a stop, heartbeats the
 Instance, and every --poll seconds recovers stale jobs and claims work for its free slots (one per
---gpus entry, else one). A job runs in its own process (`python -m receipt_layoutlm.fleet.worker
+--gpus entry, else --cpu-slots, default one). A job runs in its own process (`python -m receipt_layoutlm.fleet.worker
 STORE JOB_ID`, through training/run.py::run_training like `train`), so a crash of training cannot
 take the worker down and the worker can stop it with a signal. Children get SIGTERM from the kernel
 if the worker dies (PR_SET_PDEATHSIG): they save a checkpoint and end `interrupted`.
@@ -45,7 +45,8 @@ TICK_S = 0.2
 class WorkerSettings:
     store_uri: str
     queue: str = DEFAULT_QUEUE
-    gpus: list[str] = field(default_factory=list)  # one job per GPU in parallel; empty: one job at a time
+    gpus: list[str] = field(default_factory=list)  # one job per GPU in parallel; empty: CPU slots
+    cpu_slots: int = 1  # without gpus: jobs at once on the CPU, the cores shared out among them
     max_jobs: int | None = None
     idle_exit: float | None = None
     lease: int = DEFAULT_LEASE_SECONDS
@@ -70,14 +71,17 @@ class Worker:
         self.imds = Imds(settings.imds_endpoint)
         self.info = self.imds.describe()
         self.worker_id = f"{self.info.instance_id}/{os.getpid()}"
-        self.slots: list[str | None] = list(settings.gpus) or [None]
+        # A slot is a GPU id, or with no GPUs named "cpu<k>" (one job at a time with the default 1 slot).
+        self.slots: list[str] = list(settings.gpus) or [f"cpu{k}" for k in range(settings.cpu_slots)]
+        # Each CPU job gets its share of the cores, so that N jobs do not fight over every core.
+        self.threads = max(1, (os.cpu_count() or 1) // settings.cpu_slots) if settings.cpu_slots > 1 else None
         self.children: dict = {}  # slot -> (Popen, job_id)
         self.unrecorded: set[str] = set()  # jobs whose process ended while the store was away
         self.stop_reason: str | None = None
         self.signals = 0
         self.launched_at = None
         self.jobs_started = 0
-        self.gpu_count = len(settings.gpus) or _gpu_count()
+        self.gpu_count = len(settings.gpus) or gpu_count()
 
     # --- the Instance item --------------------------------------------------------------
     def put_instance(self, status: str) -> None:
@@ -178,9 +182,10 @@ class Worker:
                 return
             self.start(slot, job)
 
-    def start(self, slot: str | None, job) -> None:
+    def start(self, slot: str, job) -> None:
         env = dict(os.environ)
-        if slot is not None:
+        on_gpu = bool(self.settings.gpus)
+        if on_gpu:
             env["CUDA_VISIBLE_DEVICES"] = slot  # the child sees only its GPU
         proc = subprocess.Popen(
             [
@@ -190,6 +195,7 @@ class Worker:
                 self.settings.store_uri,
                 job.job_id,
                 json.dumps(asdict(self.settings.aws)),  # settings travel as arguments, not environment
+                *([] if on_gpu or self.threads is None else [str(self.threads)]),
             ],
             env=env,
             start_new_session=True,  # a Ctrl-C reaches the worker only; it decides what the children get
@@ -197,7 +203,7 @@ class Worker:
         )
         self.children[slot] = (proc, job.job_id)
         self.jobs_started += 1
-        where = f" on GPU {slot}" if slot is not None else ""
+        where = f" on GPU {slot}" if on_gpu else (f" in slot {slot}, {self.threads} thread(s)" if self.threads else "")
         self.say(f"job {job.job_id} ({job.name}): attempt {job.attempts}{where}, pid {proc.pid}")
 
     def reap(self) -> None:
@@ -259,7 +265,7 @@ class Worker:
             self.reap()
 
 
-def _gpu_count() -> int:
+def gpu_count() -> int:
     try:
         import torch
 
@@ -318,9 +324,15 @@ def fetch_from_s3(store, job, cfg, say=print, aws: AwsSettings | None = None) ->
     return True
 
 
-def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=print) -> int:
-    """Run one claimed (or resumed) job here, through the same run_training as `train`. Exit code."""
+def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=print, threads: int | None = None) -> int:
+    """Run one claimed (or resumed) job here, through the same run_training as `train`. Exit code.
+    threads: torch's CPU threads (a worker running several CPU jobs at once gives each its share)."""
     from ..training.run import run_training
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     store = open_store(store_uri, aws)
     job = store.get_job(job_id)
@@ -330,8 +342,10 @@ def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=pri
     attempts = job.attempts
     cfg = config_from_record(job.job_config)
     try:
+        from ..sweep.pruning import trial_callbacks
+
         fetch_from_s3(store, job, cfg, say, aws)
-        run_training(cfg, store_uri=store_uri, job=job, say=say, aws=aws)
+        run_training(cfg, store_uri=store_uri, job=job, say=say, aws=aws, callbacks=trial_callbacks(store, job))
         return 0
     except UserError as e:
         say(f"error: {e}")
@@ -352,6 +366,6 @@ def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=pri
 
 
 if __name__ == "__main__":
-    # python -m receipt_layoutlm.fleet.worker STORE_URI JOB_ID [AWS_SETTINGS_JSON]: a worker's child.
+    # python -m receipt_layoutlm.fleet.worker STORE_URI JOB_ID [AWS_SETTINGS_JSON [THREADS]]: a worker's child.
     child_aws = AwsSettings(**json.loads(sys.argv[3])) if len(sys.argv) > 3 else None
-    sys.exit(run_job(sys.argv[1], sys.argv[2], child_aws))
+    sys.exit(run_job(sys.argv[1], sys.argv[2], child_aws, threads=int(sys.argv[4]) if len(sys.argv) > 4 else None))

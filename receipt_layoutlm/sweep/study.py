@@ -6,13 +6,15 @@ the sweep. The study itself lives:
 - embedded store (sqlite:///DIR/jobs.db): in Optuna's RDB storage sqlite:///DIR/optuna.db;
 - DynamoDB store: nowhere else: it is rebuilt in memory from the trial jobs' tags, results and
   val_f1 metrics (`study.add_trial(create_trial(...))`), then asked and told as usual.
-Trials run here one after another (with pruning), or go on the queue (`--submit`) for workers, and
-this process polls the store and tells Optuna each result (pruning needs the trial in this
-process, so it is off then).
+The data is read once, into a snapshot every trial trains on (snapshot.py).
+Trials run here one after another, or go on the queue for workers (`--submit`, or a local worker
+with --parallel) while this process polls the store and tells Optuna each result. Pruning is
+decided inside each trial's own process from what the store records (pruning.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from ..errors import UserError
 from ..fleet.queue import DEFAULT_QUEUE
 from ..store import Job, JobStore, open_store
 from ..training.config import TrainConfig, check_config
+from .pruning import PruneTrial
+from .snapshot import check_snapshot, take_snapshot
 from .space import SearchSpace, parse_space
 
 PRUNERS = ("none", "median", "hyperband")
@@ -187,31 +191,6 @@ def tell(study, trial, job: Job | None, pruned: bool = False) -> str:
     return "failed"
 
 
-class _Pruning:
-    """A TrainerCallback (built lazily: transformers loads only when a trial runs) reporting val F1
-    after every evaluation; when the pruner says so it stops the run as `cancelled`."""
-
-    def __new__(cls, trial, pruner_name: str):
-        from transformers import TrainerCallback
-
-        from ..training.recording import epoch_number
-        from ..training.run import Cancelled
-
-        class PruneTrial(TrainerCallback):
-            pruned = False
-
-            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-                if not state.is_world_process_zero or not metrics or "eval_f1" not in metrics:
-                    return
-                epoch, f1 = epoch_number(state.epoch), float(metrics["eval_f1"])
-                trial.report(f1, epoch)
-                if trial.should_prune():
-                    self.pruned = True
-                    raise Cancelled(f"pruned by the sweep's {pruner_name} pruner at epoch {epoch} (val F1 {f1:.4f})")
-
-        return PruneTrial()
-
-
 def run_sweep(
     store_uri: str,
     s: SweepSettings,
@@ -248,11 +227,8 @@ def run_sweep(
     grid = space.grid() if s.sampler == "grid" else None
     if s.sampler == "grid" and grid is None:
         raise UserError("--sampler grid needs every searched parameter to be a list of choices, not a range.")
-    if s.submit and pruner is None and s.pruner != "none":
-        say("pruning is off for trials run by workers (--submit): they report to the store, not to this process")
-    study, waiting = open_study(
-        store_uri, store, jobs, space, s, pruner or (make_pruner("none") if s.submit else make_pruner(s.pruner))
-    )
+    pruner_name = s.pruner if pruner is None else type(pruner).__name__
+    study, waiting = open_study(store_uri, store, jobs, space, s, pruner or make_pruner(s.pruner))
     numbers = [tag_of(j)["trial"] for j in jobs]
     next_number = max(numbers, default=-1) + 1
     remaining = None
@@ -265,57 +241,76 @@ def run_sweep(
     if remaining is not None:
         to_run = min(to_run, len(remaining))
     say(f"sweep {s.name}: {len(jobs)} trial(s) recorded, {to_run} to run ({s.sampler} sampler, seed {s.seed})")
-    for _ in range(to_run):
-        if remaining is not None:
-            study.enqueue_trial(remaining.pop(0))
-        trial = study.ask(space.distributions())
-        name = trial_name(s.name, next_number)
-        settings = {**base, **space.settings(trial.params), "job_name": name}
-        settings["output_dir"] = str(Path(out_root).expanduser() / name) if out_root else None
-        try:
-            cfg = TrainConfig(**settings)
-            check_config(cfg)
-        except UserError:
-            tell(study, trial, None)
-            raise
-        tag = {
-            "name": s.name,
-            "trial": next_number,
-            "params": trial.params,
-            "space": space.as_dict(),
-            "base": base,
-            "settings": recorded,
-        }
-        record = {**config_record(cfg, resume=False), "sweep": tag}
-        job_fields = {"description": cfg.description, "priority": cfg.priority, "tags": {"sweep": s.name}}
-        if cfg.output_s3_uri:
-            from ..s3 import S3Sync
+    if to_run:
+        recorded_data = tag_of(jobs[0]).get("data") if jobs else None
+        if recorded_data:
+            data = check_snapshot(recorded_data, base, s.name, aws, say)
+        else:
+            data = take_snapshot(base, s.name, aws, say)
+    # --parallel without --submit: the trials go on a queue of their own, run by a worker started here
+    # (also when continuing a sweep whose trials are still on that queue).
+    here = not s.submit and (s.parallel > 1 or bool(waiting))
+    queued = s.submit or here
+    queue = s.queue if s.submit else f"sweep-{s.name}"
+    with local_worker(store_uri, queue, s.parallel, aws, say) if here else contextlib.nullcontext() as worker:
+        for _ in range(to_run):
+            if remaining is not None:
+                study.enqueue_trial(remaining.pop(0))
+            trial = study.ask(space.distributions())
+            name = trial_name(s.name, next_number)
+            settings = {**base, **space.settings(trial.params), "job_name": name, "dataset": data["dataset"]}
+            settings["output_dir"] = str(Path(out_root).expanduser() / name) if out_root else None
+            try:
+                cfg = TrainConfig(**settings)
+                check_config(cfg)
+            except UserError:
+                tell(study, trial, None)
+                raise
+            tag = {
+                "name": s.name,
+                "trial": next_number,
+                "params": trial.params,
+                "space": space.as_dict(),
+                "base": base,
+                "settings": recorded,
+                "data": data,
+            }
+            record = {**config_record(cfg, resume=False), "sweep": tag}
+            job_fields = {"description": cfg.description, "priority": cfg.priority, "tags": {"sweep": s.name}}
+            if cfg.output_s3_uri:
+                from ..s3 import S3Sync
 
-            job_fields["storage"] = S3Sync(cfg.output_s3_uri, name, aws).storage
-        next_number += 1
-        params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
-        if s.submit:
-            from ..fleet.queue import submit
+                job_fields["storage"] = S3Sync(cfg.output_s3_uri, name, aws).storage
+            next_number += 1
+            params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+            if queued:
+                from ..fleet.queue import submit
 
-            job = submit(store, name, record, s.queue, **job_fields)
+                job = submit(store, name, record, queue, **job_fields)
+                trial.set_user_attr("job_id", job.job_id)
+                waiting[job.job_id] = trial
+                say(f"trial {tag['trial']} ({name}) queued on {queue}: {params}")
+                while len(waiting) >= s.parallel:
+                    collect(store, study, waiting, s.poll, say, worker)
+                continue
+            job = store.create_job(name, record, **job_fields)
             trial.set_user_attr("job_id", job.job_id)
-            waiting[job.job_id] = trial
-            say(f"trial {tag['trial']} ({name}) queued on {s.queue}: {params}")
-            while len(waiting) >= s.parallel:
-                collect(store, study, waiting, s.poll, say)
-            continue
-        job = store.create_job(name, record, **job_fields)
-        trial.set_user_attr("job_id", job.job_id)
-        say(f"trial {tag['trial']} ({name}): {params}")
-        run_here(cfg, job, trial, study, store, store_uri, aws, say, s.pruner if pruner is None else "test")
-    while waiting:
-        collect(store, study, waiting, s.poll, say)
+            say(f"trial {tag['trial']} ({name}): {params}")
+            run_here(cfg, job, trial, study, store, store_uri, aws, say, pruner or make_pruner(s.pruner), pruner_name)
+        while waiting:
+            collect(store, study, waiting, s.poll, say, worker)
     return study
 
 
-def collect(store: JobStore, study, waiting: dict, poll: float, say) -> None:
-    """Wait one poll, then tell Optuna about the queued trials that ended."""
+def collect(store: JobStore, study, waiting: dict, poll: float, say, worker=None) -> None:
+    """Wait one poll, then tell Optuna about the queued trials that ended. worker: the sweep's own local
+    worker process, if it has one (its end, with trials left, ends the sweep)."""
     time.sleep(poll)
+    if worker is not None and worker.poll() is not None:
+        raise UserError(
+            f"The sweep's worker (pid {worker.pid}) exited with code {worker.returncode} before its trials "
+            "ended; see its output above, then `sweep --continue` to go on."
+        )
     for job_id, trial in list(waiting.items()):
         job = store.get_job(job_id)
         if job is None or not in_flight(job):
@@ -325,11 +320,41 @@ def collect(store: JobStore, study, waiting: dict, poll: float, say) -> None:
             say(f"trial {job.name if job else job_id}: {state}" + (f", best val F1 {f1:.4f}" if f1 is not None else ""))
 
 
-def run_here(cfg: TrainConfig, job: Job, trial, study, store: JobStore, store_uri: str, aws, say, pruner_name: str):
+@contextlib.contextmanager
+def local_worker(store_uri: str, queue: str, parallel: int, aws, say):
+    """`layoutlm-cli worker` on this machine for the sweep's own queue: one trial per GPU when there are
+    `parallel` GPUs, else `parallel` trials on the CPU sharing its cores. Stopped (SIGTERM) at the end."""
+    import signal
+    import subprocess
+    import sys
+
+    from ..fleet.worker import gpu_count
+
+    gpus = gpu_count()
+    if 0 < gpus < parallel:
+        raise UserError(
+            f"--parallel {parallel} runs one trial per GPU and this machine has {gpus}; pass --parallel {gpus}, "
+            "or --submit for workers on other machines."
+        )
+    slots = ["--gpus", ",".join(str(k) for k in range(parallel))] if gpus else ["--cpu-slots", str(parallel)]
+    where = ["--region", aws.region] if aws and aws.region else []
+    where += ["--endpoint-url", aws.dynamodb_endpoint] if aws and aws.dynamodb_endpoint else []
+    command = [sys.executable, "-m", "receipt_layoutlm.cli", "worker", "--job-store", store_uri, "--queue", queue]
+    proc = subprocess.Popen([*command, *slots, *where, "--poll", "1"])
+    say(f"worker pid {proc.pid} runs the trials of queue {queue} ({' '.join(slots[1:]).replace(',', ', ')} slots)")
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # a running trial saves a checkpoint and is put back on the queue
+            proc.wait()
+
+
+def run_here(cfg: TrainConfig, job: Job, trial, study, store: JobStore, store_uri: str, aws, say, pruner, pruner_name):
     """One trial through run_training, reporting to Optuna after every evaluation."""
     from ..training.run import run_training
 
-    callback = _Pruning(trial, pruner_name)
+    callback = PruneTrial(store, job, pruner, pruner_name, trial)
     try:
         summary = run_training(cfg, store_uri=store_uri, aws=aws, job=job, say=say, callbacks=[callback])
     except UserError:

@@ -333,7 +333,7 @@ def _run(
     except Cancelled as e:
         run.finish_stopped("cancelled", f"cancelled: {e}")
         raise UserError(
-            f"Training cancelled on request; job {job.job_id if job else ''} is marked cancelled{journaled(recorder)}."
+            f"Training cancelled ({e}); job {job.job_id if job else ''} is marked cancelled{journaled(recorder)}."
         ) from None
     except UserError as e:
         run.finish_stopped("failed", str(e))
@@ -595,7 +595,7 @@ class TrainingRun:
             raise Interrupted("received SIGTERM before training started")
         train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         if stop.cancelled:
-            raise Cancelled(f"checkpoint-{trainer.state.global_step} saved")
+            raise Cancelled(f"on request, checkpoint-{trainer.state.global_step} saved")
         if stop.requested:
             raise Interrupted(f"received SIGTERM; checkpoint-{trainer.state.global_step} saved")
         return self.finish(train_output, started)
