@@ -326,3 +326,42 @@ def test_a_worker_prunes_a_hopeless_trial(env, tmp_path, pruner):
     assert "failed" not in {j.status for j in jobs} and jobs[0].status == "succeeded"
     study = optuna.load_study(study_name=f"pw-{pruner}", storage=f"sqlite:///{env / 'optuna.db'}")
     assert study.trials[-1].state == optuna.trial.TrialState.PRUNED
+
+
+@pytest.mark.slow
+@pytest.mark.aws
+def test_a_table_sweep_reads_the_table_once_and_workers_read_the_snapshot_from_s3(aws_env, fresh_table, tmp_path):
+    """The AWS setting: receipts in the DynamoDB table, jobs in the same table, --output-s3-uri, trials on
+    the queue. The table is read once; the snapshot goes to S3 and the worker's trials train on it."""
+    import hashlib
+
+    import boto3
+    from test_fleet_faults import env_for, start
+
+    s3 = boto3.client("s3", endpoint_url=aws_env.s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="sweeps")
+    source = tmp_path / "receipts.jsonl"
+    assert run("dataset", "convert", "demo:30", source).exit_code == 0
+    assert run("dataset", "import", source, "--dynamo-table", fresh_table).exit_code == 0
+    store_uri = f"dynamodb://{fresh_table}"
+    worker = start("worker", "--poll", "0.5", "--idle-exit", "10", env=env_for(store_uri), log=tmp_path / "w.log")
+    try:
+        result = run(
+            "sweep", "--name", "tbl", "--dynamo-table", fresh_table, "--sampler", "grid",
+            "--space", _write(tmp_path / "s.json", {"params": {"warmup_ratio": [0.0, 0.1]}}),
+            "--pretrained", "tiny", "--max-seq-length", "64", "--epochs", "1", "--submit", "--parallel", "2",
+            "--poll", "0.5", "--output-dir", tmp_path / "runs", "--output-s3-uri", "s3://sweeps/runs",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    finally:
+        assert worker.wait(timeout=300) == 0, (tmp_path / "w.log").read_text()
+    store = open_store(store_uri, aws_env)
+    jobs = trial_jobs(store, "tbl")
+    assert [j.status for j in jobs] == ["succeeded", "succeeded"]
+    data = tag_of(jobs[0])["data"]
+    assert data["source"] == f"dynamodb://{fresh_table}" and data["receipts"] == 30
+    key = f"runs/tbl/data-{data['sha256'][:12]}.jsonl"
+    assert all(j.job_config["dataset"] == f"s3://sweeps/{key}" and tag_of(j)["data"] == data for j in jobs)
+    body = s3.get_object(Bucket="sweeps", Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == data["sha256"]
+    assert (tmp_path / "runs" / "tbl" / f"data-{data['sha256'][:12]}.jsonl").read_bytes() == body
