@@ -89,7 +89,8 @@ def test_fleet_sigkill_stale_then_finished_elsewhere_and_cancel(fresh_table, tmp
     third is cancelled while it waits."""
     uri = f"dynamodb://{fresh_table}"
     env, store = env_for(uri), open_store(uri, AwsSettings.resolve())
-    slow = submit(env, "slow", tmp_path / "slow", "--epochs", "4")
+    # Long enough to still be running after the `jobs list` below, even on a quiet machine.
+    slow = submit(env, "slow", tmp_path / "slow", "--epochs", "10")
     quick = submit(env, "quick", tmp_path / "quick", "--epochs", "1")
     doomed = submit(env, "doomed", tmp_path / "doomed", "--epochs", "1", "--priority", "low")
     assert run("jobs", "cancel", "doomed", env=env).returncode == 0
@@ -123,14 +124,14 @@ def test_fleet_sigkill_stale_then_finished_elsewhere_and_cancel(fresh_table, tmp
     assert "stale" in store.status_history(slow)[2]["message"]
     assert statuses(store, doomed) == ["pending", "cancelled"]
     assert list(queue.waiting(store, "layoutlm-training")) == []
-    # The resumed run went on from the checkpoint: one run.json, all 4 epochs, best/ written.
+    # The resumed run went on from the checkpoint: one run.json, all 10 epochs, best/ written.
     run_json = json.loads((tmp_path / "slow" / "run.json").read_text())
     assert run_json["job_id"] == slow and run_json["status"] == "succeeded"
-    assert max(e["epoch"] for e in run_json["epoch_metrics"]) == 4
+    assert max(e["epoch"] for e in run_json["epoch_metrics"]) == 10
     assert (tmp_path / "slow" / "best" / "model.safetensors").exists()
     assert any("resumed" in log["message"] for log in store.logs(slow))
     val_epochs = sorted(m["epoch"] for m in store.metrics(slow, "val_f1"))
-    assert val_epochs == [1, 2, 3, 4], val_epochs  # one continuous series, no epoch twice
+    assert val_epochs == list(range(1, 11)), val_epochs  # one continuous series, no epoch twice
     assert not (tmp_path / "doomed").exists()
     # Instance and InstanceJob items as the spec has them.
     instances = list(store.table.query("INSTANCE", index="GSITYPE"))

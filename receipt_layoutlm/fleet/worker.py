@@ -58,7 +58,7 @@ class WorkerSettings:
     aws: AwsSettings = field(default_factory=AwsSettings)  # where the DynamoDB store and S3 are
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGTERM us when the worker dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
@@ -199,7 +199,7 @@ class Worker:
             ],
             env=env,
             start_new_session=True,  # a Ctrl-C reaches the worker only; it decides what the children get
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.children[slot] = (proc, job.job_id)
         self.jobs_started += 1

@@ -328,7 +328,7 @@ def local_worker(store_uri: str, queue: str, parallel: int, aws, say):
     import subprocess
     import sys
 
-    from ..fleet.worker import gpu_count
+    from ..fleet.worker import die_with_parent, gpu_count
 
     gpus = gpu_count()
     if 0 < gpus < parallel:
@@ -340,7 +340,9 @@ def local_worker(store_uri: str, queue: str, parallel: int, aws, say):
     where = ["--region", aws.region] if aws and aws.region else []
     where += ["--endpoint-url", aws.dynamodb_endpoint] if aws and aws.dynamodb_endpoint else []
     command = [sys.executable, "-m", "receipt_layoutlm.cli", "worker", "--job-store", store_uri, "--queue", queue]
-    proc = subprocess.Popen([*command, *slots, *where, "--poll", "1"])
+    # It gets SIGTERM if this process dies (its trials save and go back on the queue for --continue),
+    # and exits by itself after two idle minutes should that signal never come.
+    proc = subprocess.Popen([*command, *slots, *where, "--poll", "1", "--idle-exit", "120"], preexec_fn=die_with_parent)
     say(f"worker pid {proc.pid} runs the trials of queue {queue} ({' '.join(slots[1:]).replace(',', ', ')} slots)")
     try:
         yield proc
