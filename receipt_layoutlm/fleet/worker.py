@@ -345,7 +345,7 @@ def run_job(store_uri: str, job_id: str, aws: AwsSettings | None = None, say=pri
         from ..sweep.pruning import trial_callbacks
 
         fetch_from_s3(store, job, cfg, say, aws)
-        run_training(cfg, store_uri=store_uri, job=job, say=say, aws=aws, callbacks=trial_callbacks(store, job))
+        run_training(cfg, store_uri=store_uri, job=job, say=say, aws=aws, callbacks=trial_callbacks(store, job, say))
         return 0
     except UserError as e:
         say(f"error: {e}")

@@ -9,7 +9,7 @@ with the sweep. A pruned trial stops as `cancelled` with the reason in its log.
 
 from __future__ import annotations
 
-from ..store import Job, JobStore
+from ..store import Job, JobStore, StoreUnavailable
 
 
 def should_prune(store: JobStore, job: Job, reported: dict[int, float], pruner) -> bool:
@@ -51,7 +51,7 @@ class PruneTrial:
     `cancelled` when the pruner says so; `trial`, when given, is the sweep process's own Optuna trial,
     told every report too so that its study keeps the curves."""
 
-    def __new__(cls, store: JobStore, job: Job, pruner, pruner_name: str, trial=None):
+    def __new__(cls, store: JobStore, job: Job, pruner, pruner_name: str, trial=None, say=print):
         from transformers import TrainerCallback
 
         from ..training.recording import epoch_number
@@ -68,14 +68,19 @@ class PruneTrial:
                 self.reported = {**self.reported, epoch: f1}
                 if trial is not None:
                     trial.report(f1, epoch)
-                if should_prune(store, job, self.reported, pruner):
+                try:
+                    prune = should_prune(store, job, self.reported, pruner)
+                except StoreUnavailable as e:  # the run goes on (it journals); pruning waits for the store
+                    say(f"pruning skipped at epoch {epoch}: {e}")
+                    return
+                if prune:
                     self.pruned = True
                     raise Cancelled(f"pruned by the sweep's {pruner_name} pruner at epoch {epoch} (val F1 {f1:.4f})")
 
         return _PruneTrial()
 
 
-def trial_callbacks(store: JobStore, job: Job) -> list:
+def trial_callbacks(store: JobStore, job: Job, say=print) -> list:
     """The pruning callback of a sweep trial run by a worker (none for other jobs, or pruner none)."""
     from .study import make_pruner, tag_of
 
@@ -83,4 +88,4 @@ def trial_callbacks(store: JobStore, job: Job) -> list:
     name = ((tag or {}).get("settings") or {}).get("pruner", "none")
     if tag is None or name == "none":
         return []
-    return [PruneTrial(store, job, make_pruner(name), name)]
+    return [PruneTrial(store, job, make_pruner(name), name, say=say)]

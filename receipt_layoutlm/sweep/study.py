@@ -356,7 +356,7 @@ def run_here(cfg: TrainConfig, job: Job, trial, study, store: JobStore, store_ur
     """One trial through run_training, reporting to Optuna after every evaluation."""
     from ..training.run import run_training
 
-    callback = PruneTrial(store, job, pruner, pruner_name, trial)
+    callback = PruneTrial(store, job, pruner, pruner_name, trial, say)
     try:
         summary = run_training(cfg, store_uri=store_uri, aws=aws, job=job, say=say, callbacks=[callback])
     except UserError:
