@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from .inference.contract import describe_validation
+
 # job_config entries that differ between any two runs without being a difference of recipe.
 NOT_SETTINGS = {"job_name", "output_dir", "environment", "resume", "sweep", "description"}
 
@@ -15,8 +17,7 @@ def validation_fingerprint(job) -> str | None:
     """A short hash of the receipts the job was validated on, or None when nothing says.
 
     Read from job_config["val_keys_sha256"] where the run recorded one, else from the split in the run.json
-    of its output dir (val_receipt_ids, sorted). This is the hook for the evaluation contract's check
-    that two runs were scored on the same keys."""
+    of its output dir (val_receipt_ids, sorted)."""
     cfg = job.job_config or {}
     if cfg.get("val_keys_sha256"):
         return str(cfg["val_keys_sha256"])[:12]
@@ -62,11 +63,14 @@ def compare_jobs(store, jobs: list) -> dict:
                 "train_runtime": r.get("train_runtime"),
                 "per_label_f1": per_label_f1(store.metrics(j.job_id), r) if r else {},
                 "validation_fingerprint": validation_fingerprint(j),
+                "validation": describe_validation(j),
             }
         )
     prints = [r["validation_fingerprint"] for r in rows]
-    if None in prints:
-        same = None  # not known for every job
+    if None not in prints:
+        same = len(set(prints)) == 1  # the receipts themselves
+    elif len({r["validation"] for r in rows}) == 1:
+        same = None  # the same split settings, but without every job's receipt ids nobody can tell
     else:
-        same = len(set(prints)) == 1
+        same = False  # split by other settings (data, rule, seed, ratio or keys)
     return {"jobs": rows, "differences": differences, "same_validation": same}

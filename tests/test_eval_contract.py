@@ -8,7 +8,6 @@ from conftest import one_sentence_error
 from conftest import run_cli as run
 
 from receipt_layoutlm.errors import UserError
-from receipt_layoutlm.inference.contract import validation_mismatch
 from receipt_layoutlm.sources import Receipt, Word, load_receipts
 from receipt_layoutlm.sources.jsonl import read_jsonl, write_jsonl
 from receipt_layoutlm.store import open_store
@@ -169,7 +168,8 @@ def test_val_keys_checkpoint_metric_and_all_checkpoints(env):
     assert job2.results["best_metric"] == chosen["per_label"][label]["f1"]
     assert job2.results["best_f1"] == chosen["val_f1"]  # still the entity micro F1, of the chosen checkpoint
     assert run2["summary"]["best_checkpoint"].endswith(f"checkpoint-{chosen['step']}")
-    assert validation_mismatch([job, job2]) is None
+    compared = json.loads(run("jobs", "compare", job.job_id, job2.job_id, "--json").output)
+    assert compared["same_validation"] is True
 
     # Every checkpoint re-scored on the pinned keys agrees with what training recorded, best/ included.
     scored = run("evaluate", "--model", "by-label", "--all-checkpoints", "--json")
@@ -189,8 +189,10 @@ def test_val_keys_checkpoint_metric_and_all_checkpoints(env):
     assert third.exit_code == 0, third.output
     job3 = store.resolve("by-merchant")
     assert job3.job_config["split_groups"]["val"] >= 1 and job3.job_config["split_by"] == "merchant"
-    warning = validation_mismatch([job, job2, job3])
-    assert "different receipts" in warning and "by-merchant" in warning and "merchant split" in warning
+    compared = json.loads(run("jobs", "compare", job.job_id, job2.job_id, job3.job_id, "--json").output)
+    assert compared["same_validation"] is False
+    warning = " ".join(run("jobs", "compare", job.job_id, job2.job_id, job3.job_id).output.split())
+    assert "different receipts" in warning and "by-merchant: merchant split" in warning and "--val-keys" in warning
     assert "validated on: merchant split" in run("jobs", "show", "by-merchant").output
 
     # A metric naming a label the run does not learn is refused before any job exists.

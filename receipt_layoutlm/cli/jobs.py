@@ -251,12 +251,17 @@ def jobs_compare(refs, as_json, store):
     same = result["same_validation"]
     prints = ", ".join(str(r["validation_fingerprint"] or "unknown") for r in rows)
     if same is None:
-        console.print(f"validation receipts: not known for every job ({prints})", highlight=False)
+        console.print(
+            f"validation receipts: not known for every job ({prints}); all were split alike ({rows[0]['validation']})",
+            highlight=False,
+        )
     elif same:
         console.print(f"validation receipts: the same for all ({prints.split(',')[0]})", highlight=False)
     else:
+        how = "; ".join(f"{r['name']}: {r['validation']}" for r in rows)
         console.print(
-            f"warning: validated on different receipts ({prints}); their F1s are not directly comparable",
+            f"warning: validated on different receipts ({prints}; {how}); their F1s are not directly comparable, "
+            "train them with the same --val-keys to compare",
             style="yellow",
             highlight=False,
         )

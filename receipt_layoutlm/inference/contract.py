@@ -1,6 +1,6 @@
-"""The evaluation contract between runs: which receipts a job was validated on, and whether two
-or more jobs' scores can be compared at all, from the job_config alone. `jobs show` prints it.
-(`jobs compare` fingerprints the validation ids in each run.json instead: compare.validation_fingerprint.)"""
+"""The evaluation contract between runs: what decided the receipts a job was validated on, from its
+job_config alone. `jobs show` prints it; `jobs compare` compares the receipt ids themselves where it
+can (compare.validation_fingerprint) and these settings where it cannot."""
 
 from __future__ import annotations
 
@@ -24,17 +24,3 @@ def describe_validation(job) -> str:
     if "val_keys_sha256" in v:
         return f"--val-keys sha256 {v['val_keys_sha256'][:12]}"
     return f"{v['split_by']} split of {v['data']}, seed {v['seed']}, val_ratio {v['val_ratio']}"
-
-
-def validation_mismatch(jobs) -> str | None:
-    """None when every job was validated on the same receipts; else one sentence naming how they differ."""
-    seen: dict[str, list[str]] = {}
-    for job in jobs:
-        seen.setdefault(describe_validation(job), []).append(job.name)
-    if len(seen) < 2:
-        return None
-    parts = "; ".join(f"{', '.join(names)}: {how}" for how, names in seen.items())
-    return (
-        f"These runs were validated on different receipts ({parts}), so their scores are not comparable; "
-        "train them with the same --val-keys to compare."
-    )
