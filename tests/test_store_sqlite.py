@@ -102,3 +102,21 @@ def test_sqlite_claims_are_atomic_across_connections(tmp_path):
         won = [i for i, ok in enumerate(pool.map(claim, range(n))) if ok]
     assert len(won) == 1
     assert SqliteTable(path).get("JOB#r", "JOB")["by"] == won[0]
+
+
+def test_a_live_pid_with_an_old_heartbeat_is_stale_on_its_own_host():
+    """A pid is reused: on the job's own host a running process with its pid does not keep a job whose
+    heartbeat stopped alive for ever; past the lease it is STALE, as anywhere else."""
+    import os
+    import socket
+    from datetime import UTC, datetime, timedelta
+
+    from receipt_layoutlm.store import Job
+
+    def job(heartbeat_age_s: float, pid: int) -> Job:
+        at = (datetime.now(UTC) - timedelta(seconds=heartbeat_age_s)).isoformat()
+        return Job("j", "j", "running", at, host=socket.gethostname(), pid=pid, heartbeat_at=at, lease_seconds=60)
+
+    assert not job(5, os.getpid()).is_stale()  # alive and beating
+    assert job(120, os.getpid()).is_stale()  # the pid runs (another process now), but no heartbeat for 2 min
+    assert job(5, 2**22 + 12345).is_stale()  # the pid is gone: stale at once

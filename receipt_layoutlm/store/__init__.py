@@ -171,11 +171,12 @@ class Job:
 
     def is_stale(self, default_lease: float = DEFAULT_LEASE_SECONDS, here: str | None = None) -> bool:
         """A pending/running job whose process is gone: on its own host, its pid no longer runs
-        (known at once); anywhere, its heartbeat is older than its lease."""
+        (known at once); anywhere, its heartbeat is older than its lease (also on its own host, where
+        the pid may since belong to another process)."""
         if self.status not in ("pending", "running") or (self.status == "pending" and self.queue):
             return False  # a queued pending job waits for a worker; nobody runs it yet
-        if self.host and self.pid and self.host == (here or socket.gethostname()):
-            return not pid_alive(self.pid)
+        if self.host and self.pid and self.host == (here or socket.gethostname()) and not pid_alive(self.pid):
+            return True
         if self.heartbeat_at:
             lease = self.lease_seconds or default_lease
             age = datetime.now(UTC) - datetime.fromisoformat(self.heartbeat_at)
