@@ -59,7 +59,7 @@ def epochs_of(store, job_id: str, name: str) -> list[int]:
 def test_dynamodb_local_stopped_and_restarted_mid_run(aws_env, tmp_path):
     """The job store (DynamoDB Local, data on disk) is killed after epoch 1 and started again on the same
     port: training goes on, writes wait in journal.jsonl, reach the table when it is back, and the job ends
-    `succeeded` with every epoch's metrics exactly once."""
+    `succeeded` with every epoch's metrics exactly once and a JobCheckpoint row for every checkpoint uploaded."""
     from receipt_layoutlm.store.dynamodb import create_table
 
     port, data = aws_servers.free_port(), tmp_path / "dynamodb-data"
@@ -71,7 +71,12 @@ def test_dynamodb_local_stopped_and_restarted_mid_run(aws_env, tmp_path):
         uri = "dynamodb://outage"
         env, store = env_for(uri, DYNAMODB_ENDPOINT_URL=url), open_store(uri, settings)
         out, log = tmp_path / "run", tmp_path / "train.log"
-        proc = train("--job-name", "outage", "--output-dir", out, *TRAIN, "--epochs", "4", env=env, log=log)
+        bucket = "outage-bucket"
+        boto3.client("s3", endpoint_url=aws_env.s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        proc = train(
+            "--job-name", "outage", "--output-dir", out, *TRAIN, "--epochs", "4", "--save-total-limit", "10",
+            "--output-s3-uri", f"s3://{bucket}/runs", env=env, log=log,
+        )  # fmt: skip
         job_id = wait_for("the job", lambda: [j.job_id for j in store.list_jobs()], procs=[proc])[0]
         wait_for("epoch 1 in the table", lambda: store.metrics(job_id, "val_f1"), procs=[proc])
 
@@ -101,6 +106,10 @@ def test_dynamodb_local_stopped_and_restarted_mid_run(aws_env, tmp_path):
         assert stored_f1 == {e["epoch"]: e["val_f1"] for e in run_json["epoch_metrics"]}
         messages = [log["message"] for log in store.logs(job_id)]
         assert len(messages) == len(set(messages)) and any('"run_summary"' in m for m in messages)
+        # Every uploaded checkpoint has its JobCheckpoint row, those uploaded while the store was away too.
+        rows = store.checkpoints(job_id)
+        assert sorted(r["step"] for r in rows if not r["is_best"]) == [e["step"] for e in run_json["epoch_metrics"]]
+        assert not [m for m in messages if "failed" in m], messages
     finally:
         aws_servers.stop(server)
 

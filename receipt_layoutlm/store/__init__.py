@@ -396,7 +396,10 @@ class JobStore:
             item["exception"] = exception
         return item
 
-    def add_checkpoint(
+    def add_checkpoint(self, *args, **kwargs) -> None:
+        self.table.put(self.checkpoint_item(*args, **kwargs), must_not_exist=True)
+
+    def checkpoint_item(
         self,
         job_id: str,
         s3_bucket: str,
@@ -407,7 +410,8 @@ class JobStore:
         is_best: bool = False,
         metrics: dict | None = None,
         optimizer_state: bool = True,
-    ) -> None:
+    ) -> dict:
+        """The JobCheckpoint row of a checkpoint uploaded to S3."""
         at = now_iso()
         item = {
             "PK": f"JOB#{job_id}",
@@ -428,7 +432,7 @@ class JobStore:
         }
         if metrics:
             item["metrics"] = metrics
-        self.table.put(item, must_not_exist=True)
+        return item
 
     def mark_checkpoint(self, row: dict, **attributes) -> None:
         """Add attributes to a JobCheckpoint row (e.g. `s3_deleted`, `deleted_at`), keeping the others."""

@@ -155,15 +155,17 @@ class Recorder:
             else:
                 self.s3.upload_file(local, key)
                 size = local.stat().st_size
-            if checkpoint_step is not None and self.store:
-                self.store.add_checkpoint(
-                    self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch, is_best=is_best, metrics=metrics
-                )
         except Exception as e:  # noqa: BLE001 - any upload failure is recorded, never swallowed
             message = f"upload of {local} to s3://{self.s3.bucket}/{key} failed: {e}"
             self.upload_errors.append(message)
             self.log("ERROR", message)
             return False
+        if checkpoint_step is not None and self.store:
+            # Journaled like every other write: a store outage delays the row, it does not lose it.
+            item = self.store.checkpoint_item(
+                self.job.job_id, self.s3.bucket, key, size, checkpoint_step, epoch, is_best=is_best, metrics=metrics
+            )
+            self._write([{"item": item}])
         return True
 
     def prune_s3_checkpoints(self, output_dir: Path, best_checkpoint: str | None) -> None:
