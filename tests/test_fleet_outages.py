@@ -115,6 +115,63 @@ def test_dynamodb_local_stopped_and_restarted_mid_run(aws_env, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_worker_rides_out_a_store_outage(aws_env, tmp_path):
+    """A worker runs a queued job on DynamoDB Local, which is killed mid-run and started again: the worker
+    keeps its child (which journals), claims nothing while the store is away, and once it is back the job
+    ends `succeeded` with each epoch once and its InstanceJob `completed`; the worker exits 0."""
+    from receipt_layoutlm.store.dynamodb import create_table
+
+    port, data = aws_servers.free_port(), tmp_path / "dynamodb-data"
+    data.mkdir()
+    server, url = aws_servers.start_dynamodb_local(db_path=data, port=port)
+    try:
+        settings = replace(aws_env, dynamodb_endpoint=url)
+        create_table("worker-outage", settings)
+        uri = "dynamodb://worker-outage"
+        env = env_for(uri, DYNAMODB_ENDPOINT_URL=url, LAYOUTLM_IMDS_ENDPOINT="http://127.0.0.1:9")
+        store = open_store(uri, settings)
+        out = tmp_path / "run"
+        cli = [sys.executable, "-c", "from receipt_layoutlm.cli import main; main()"]
+        done = subprocess.run(
+            [*cli, "submit", "--job-name", "wk", "--output-dir", str(out), *TRAIN, "--epochs", "4"],
+            env=env, text=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        job_id = done.stdout.strip().splitlines()[-1]
+        log = tmp_path / "worker.log"
+        worker = subprocess.Popen(
+            [*cli, "worker", "--poll", "0.5", "--max-jobs", "1"],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for("epoch 1 in the table", lambda: store.metrics(job_id, "val_f1"), procs=[worker])
+        child = store.get_job(job_id).pid
+
+        server.kill()  # the store goes away, without warning
+        server.wait()
+        wait_for("writes journaled while the store is away", (out / "journal.jsonl").exists, procs=[worker])
+        wait_for("the worker to notice", lambda: "job store unavailable" in log.read_text(), procs=[worker])
+        os.kill(child, signal.SIGSTOP)  # so that the store comes back while the job still runs
+        try:
+            server, _ = aws_servers.start_dynamodb_local(db_path=data, port=port)
+        finally:
+            os.kill(child, signal.SIGCONT)
+
+        assert worker.wait(timeout=600) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+        job = store.get_job(job_id)
+        assert job.status == "succeeded" and job.attempts == 1, log.read_text()
+        assert [s["status"] for s in store.status_history(job_id)] == ["pending", "running", "succeeded"]
+        assert epochs_of(store, job_id, "val_f1") == [1, 2, 3, 4]
+        assert not (out / "journal.jsonl").exists()
+        (instance_job,) = store.table.query("JOB", f"JOB#{job_id}#INSTANCE#", index="GSI1")
+        assert instance_job["status"] == "completed"
+    finally:
+        aws_servers.stop(server)
+
+
+@pytest.mark.slow
 def test_store_still_away_at_the_end_then_flush_journal(aws_env, tmp_path):
     """The store goes away for good during the last epoch: the run still writes best/ and run.json, keeps
     its journal, and ends with one sentence saying how the journal gets written; `jobs flush-journal`
