@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,12 +261,21 @@ def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     common = [*TRAIN, "--epochs", "3"]
     uninterrupted = train("--job-name", "whole", "--output-dir", whole, *common, env=env, log=tmp_path / "w.log")
-    first = train("--job-name", "split", "--output-dir", split, *common, env=env, log=tmp_path / "s1.log")
+    # --save-total-limit 1: the Trainer keeps only the best checkpoint when training ends, which must not
+    # take the one saved at the stop (the run resumes from it).
+    split_args = [*common, "--save-total-limit", "1"]
+    first = train("--job-name", "split", "--output-dir", split, *split_args, env=env, log=tmp_path / "s1.log")
     wait_for("epoch 1's checkpoint", lambda: list(split.glob("checkpoint-*/trainer_state.json")), procs=[first])
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=600) == 2, (tmp_path / "s1.log").read_text()
     assert json.loads((split / "run.json").read_text())["status"] == "interrupted"
-    second = train("--job-name", "split", "--output-dir", split, *common, "--resume", env=env, log=tmp_path / "s2.log")
+    (job,) = [j for j in store.list_jobs() if j.name == "split"]
+    message = store.status_history(job.job_id)[-1]["message"]
+    (saved,) = re.findall(r"checkpoint-\d+(?= saved)", message)
+    assert (split / saved / "trainer_state.json").is_file(), (message, sorted(p.name for p in split.iterdir()))
+    second = train(
+        "--job-name", "split", "--output-dir", split, *split_args, "--resume", env=env, log=tmp_path / "s2.log"
+    )
     assert second.wait(timeout=600) == 0, (tmp_path / "s2.log").read_text()
     assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "w.log").read_text()
 

@@ -338,9 +338,18 @@ class StopOnSignal(TrainerCallback):
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX, group=self.group)
         self.stop.requested, self.stop.cancelled = bool(flags[0]), bool(flags[1])
 
+    @staticmethod
+    def _keep_newest(args) -> None:
+        # With save_total_limit 1 the Trainer deletes every checkpoint but the best when train() ends,
+        # also when it ends on a stop: the checkpoint saved at the stop, which the run resumes from,
+        # would go. At 2 it keeps the best and the newest, as limit 1 does during training anyway.
+        if args.save_total_limit == 1:
+            args.save_total_limit = 2
+
     def on_step_end(self, args, state, control, **kwargs):
         self._agree()
         if self.stop.requested:
+            self._keep_newest(args)
             control.should_save = True
             control.should_training_stop = True
 
@@ -355,6 +364,7 @@ class StopOnSignal(TrainerCallback):
         if state.is_world_process_zero and self.recorder.heartbeat() and not self.stop.requested:
             self.stop.requested = self.stop.cancelled = True
             if self.group is None:  # alone: save and stop now; under torchrun all ranks do at the next step end
+                self._keep_newest(args)
                 control.should_save = True
                 control.should_training_stop = True
 
