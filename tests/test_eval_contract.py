@@ -198,6 +198,13 @@ def test_val_keys_checkpoint_metric_and_all_checkpoints(env):
     # A metric naming a label the run does not learn is refused before any job exists.
     one_sentence_error(train(env, "bad", data, "--checkpoint-metric", "macro:DATE,NOPE"), "NOPE")
     assert store.jobs_by_name("bad") == []
+    # `submit` refuses a metric of a label the run would not learn too, before a job is queued.
+    queued = run(
+        "submit", "--job-name", "queued", "--dataset", data, "--pretrained", "tiny",
+        "--allowed-label", "DATE", "--checkpoint-metric", "label_TIME_f1",
+    )  # fmt: skip
+    one_sentence_error(queued, "label_TIME_f1 names TIME, which this run does not learn")
+    assert store.jobs_by_name("queued") == []
 
 
 def test_val_keys_from_s3(aws_env, tmp_path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..labels import resolve_allowed_labels
+from ..labels import entity_types, resolve_allowed_labels
 from .recipe import (
     TaggedReceipt,
     build_label_list,
@@ -176,7 +176,21 @@ def prepare_config_data(cfg, aws=None) -> tuple[PreparedData, object]:
         split_by=cfg.split_by,
         val_keys=read_val_keys(cfg.val_keys, aws) if cfg.val_keys else None,
     )
+    check_metric_labels(cfg.checkpoint_metric, data.label_list)
     return data, report
+
+
+def check_metric_labels(name: str, label_list: list[str]) -> None:
+    """A --checkpoint-metric may only name labels this run learns."""
+    from .config import checkpoint_metric_labels
+
+    known = entity_types(label_list)
+    missing = [t for t in checkpoint_metric_labels(name) if t not in known]
+    if missing:
+        raise UserError(
+            f"--checkpoint-metric {name} names {', '.join(missing)}, which this run does not learn "
+            f"(its labels: {', '.join(known)}); name one of those."
+        )
 
 
 def choose_split(receipts, val_ratio: float, seed: int, split_by: str, val_keys: ValKeys | None):

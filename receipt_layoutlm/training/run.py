@@ -367,17 +367,6 @@ def metric_key(name: str) -> str:
     return name
 
 
-def check_metric_labels(name: str, label_list: list[str]) -> None:
-    """A --checkpoint-metric may only name labels this run learns."""
-    known = entity_types(label_list)
-    missing = [t for t in checkpoint_metric_labels(name) if t not in known]
-    if missing:
-        raise UserError(
-            f"--checkpoint-metric {name} names {', '.join(missing)}, which this run does not learn "
-            f"(its labels: {', '.join(known)}); name one of those."
-        )
-
-
 def with_checkpoint_metric(scores: dict, name: str) -> dict:
     """entity_scores plus the macro F1 of a macro:A,B,... metric (the mean of those labels' F1)."""
     if name.startswith("macro:"):
@@ -421,7 +410,6 @@ def build_inputs(cfg: TrainConfig, previous: dict | None, out: Path, aws: AwsSet
         for r in data.train + data.val:
             r.boxes = line_boxes(r.boxes, r.lines)
     label_list = data.label_list
-    check_metric_labels(cfg.checkpoint_metric, label_list)
     if previous and previous.get("label_list") and previous["label_list"] != label_list:
         raise UserError(
             f"--resume: the checkpoints in {out} were trained with labels {previous['label_list']}, "
