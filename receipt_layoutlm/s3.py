@@ -160,3 +160,16 @@ class S3Sync:
         except (BotoCoreError, ClientError) as e:
             raise self._explain(e) from None
         return count
+
+
+def read_object(uri: str, flag: str, aws: AwsSettings | None = None) -> bytes:
+    """The bytes of s3://bucket/key, given as `flag` (errors name it)."""
+    s3 = S3Sync(uri, "", aws)
+    try:
+        return s3.client.get_object(Bucket=s3.bucket, Key=s3.prefix)["Body"].read()
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
+            raise UserError(f"{flag} {uri}: no such object in the bucket; check the key.") from None
+        raise s3._explain(e) from None
+    except BotoCoreError as e:
+        raise s3._explain(e) from None

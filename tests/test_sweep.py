@@ -365,3 +365,7 @@ def test_a_table_sweep_reads_the_table_once_and_workers_read_the_snapshot_from_s
     body = s3.get_object(Bucket="sweeps", Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == data["sha256"]
     assert (tmp_path / "runs" / "tbl" / f"data-{data['sha256'][:12]}.jsonl").read_bytes() == body
+    # A trial's checkpoints are scored on its own validation receipts, read from the snapshot in S3.
+    scored = run("evaluate", "--model", "tbl-t0", "--all-checkpoints", "--json", "--job-store", store_uri)
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["dataset"] == f"s3://sweeps/{key}"

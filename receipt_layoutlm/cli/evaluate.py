@@ -59,7 +59,7 @@ def evaluate(model_ref, spec, batch_size, as_json, per_receipt, all_checkpoints,
     if not spec:
         raise UserError("evaluate needs --dataset (labelled receipts), unless --all-checkpoints scores a run's own.")
     tagger, model_dir = load_tagger(model_ref, open_store, batch_size, aws)
-    receipts, report = load_data(spec)
+    receipts, report = load_data(spec, aws)
     result = evaluate_model(tagger, receipts)
     if not result["entities"]:
         raise UserError(
@@ -153,7 +153,7 @@ def evaluate_checkpoints(model_ref, spec, val_keys, batch_size, as_json, open_st
         ids, where = set(keys.ids), f"--val-keys {val_keys} (sha256 {keys.sha256[:12]})"
     else:
         ids, where = set((run.get("split") or {}).get("val_receipt_ids") or []), "the run's validation receipts"
-    receipts = [r for r in load_data(spec)[0] if r.id in ids]
+    receipts = [r for r in load_data(spec, aws)[0] if r.id in ids]
     if not receipts:
         raise UserError(f"None of {where} is in {spec}; pass the --dataset the run was trained on.")
     rows = score_checkpoints(run_dir, receipts, batch_size)

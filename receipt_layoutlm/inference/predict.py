@@ -18,10 +18,10 @@ def load_tagger(model_ref, open_store=None, batch_size: int = 16, aws=None):
     return ReceiptTagger.from_pretrained(model_dir, batch_size=batch_size), model_dir
 
 
-def load_data(spec: str):
+def load_data(spec: str, aws=None):
     from ..sources import load_receipts
 
-    receipts, report = load_receipts(spec)
+    receipts, report = load_receipts(spec, aws=aws)
     if not receipts:
         raise UserError(f"The dataset {spec} holds no receipt with words.")
     return receipts, report
@@ -76,7 +76,7 @@ def predict_receipts(
     if output:
         check_writable(Path(output))
     tagger, _ = load_tagger(model_ref, open_store, batch_size, aws)
-    receipts, _ = load_data(spec)
+    receipts, _ = load_data(spec, aws)
     predictions = tagger.predict_receipts(receipts)
     true, _ = reference_tags(tagger, receipts)
     summary = {

@@ -15,9 +15,13 @@ from .receipt import LoadReport, Receipt, Word
 __all__ = ["LoadReport", "Receipt", "Word", "load_receipts"]
 
 
-def load_receipts(spec: str, seed: int = 42) -> tuple[list[Receipt], LoadReport]:
-    """Resolve a `--dataset` value: `FILE.jsonl`, `wildreceipt:FILE`, `sroie:DIR`, `cord:DIR`, `funsd:DIR`
-    or `demo[:N]`."""
+def load_receipts(spec: str, seed: int = 42, aws=None) -> tuple[list[Receipt], LoadReport]:
+    """Resolve a `--dataset` value: `FILE.jsonl`, `s3://bucket/key.jsonl` (aws: the AwsSettings saying where
+    S3 is), `wildreceipt:FILE`, `sroie:DIR`, `cord:DIR`, `funsd:DIR` or `demo[:N]`."""
+    if spec.startswith("s3://"):
+        from .jsonl import read_jsonl_s3
+
+        return read_jsonl_s3(spec, aws)
     if spec == "demo" or spec.startswith("demo:"):
         from .demo import generate_receipts
 

@@ -101,6 +101,20 @@ def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
     return receipts, report
 
 
+def read_jsonl_s3(uri: str, aws=None) -> tuple[list[Receipt], LoadReport]:
+    """The portable format from s3://bucket/key (a sweep's data snapshot, for workers on other machines)."""
+    import tempfile
+
+    from ..s3 import read_object
+
+    with tempfile.TemporaryDirectory(prefix="receipts-") as tmp:
+        path = Path(tmp) / uri.rsplit("/", 1)[-1]
+        path.write_bytes(read_object(uri, "--dataset", aws))
+        receipts, report = read_jsonl(path)
+    report.source = uri
+    return receipts, report
+
+
 def write_jsonl(receipts: list[Receipt], path: Path) -> None:
     """Write receipts in the portable format (atomically)."""
     from ..training.artifacts import atomic_write_text

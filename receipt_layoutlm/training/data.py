@@ -69,7 +69,9 @@ def parse_val_keys(text: str, source: str) -> ValKeys:
 def read_val_keys(ref: str, aws=None) -> ValKeys:
     """--val-keys FILE or s3://bucket/key (aws: the AwsSettings saying where S3 is)."""
     if ref.startswith("s3://"):
-        body = read_s3_object(ref, "--val-keys", aws)
+        from ..s3 import read_object
+
+        body = read_object(ref, "--val-keys", aws)
     else:
         path = Path(ref).expanduser()
         if not path.is_file():
@@ -85,46 +87,13 @@ def read_val_keys(ref: str, aws=None) -> ValKeys:
 def load_source(dataset: str | None, dynamo_table: str | None, label_status=("VALID",), seed: int = 42, aws=None):
     """Receipts and the reader's report from --dataset, or from the DynamoDB table without it
     (aws: the AwsSettings saying where the table is)."""
-    if dataset is not None and dataset.startswith("s3://"):
-        return read_s3_jsonl(dataset, aws)
     if dataset is not None:
         from ..sources import load_receipts
 
-        return load_receipts(dataset, seed=seed)
+        return load_receipts(dataset, seed=seed, aws=aws)
     from ..sources.dynamodb import load_dynamo_receipts
 
     return load_dynamo_receipts(dynamo_table, aws, statuses=tuple(label_status))
-
-
-def read_s3_object(uri: str, flag: str, aws=None) -> bytes:
-    """The bytes of s3://bucket/key, given as `flag` (errors name it)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from ..s3 import S3Sync
-
-    s3 = S3Sync(uri, "", aws)
-    try:
-        return s3.client.get_object(Bucket=s3.bucket, Key=s3.prefix)["Body"].read()
-    except ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404"):
-            raise UserError(f"{flag} {uri}: no such object in the bucket; check the key.") from None
-        raise s3._explain(e) from None
-    except BotoCoreError as e:
-        raise s3._explain(e) from None
-
-
-def read_s3_jsonl(uri: str, aws=None):
-    """Receipts of a JSONL file in S3 (a sweep's data snapshot, for workers on other machines)."""
-    import tempfile
-
-    from ..sources.jsonl import read_jsonl
-
-    with tempfile.TemporaryDirectory(prefix="receipts-") as tmp:
-        path = Path(tmp) / uri.rsplit("/", 1)[-1]
-        path.write_bytes(read_s3_object(uri, "--dataset", aws))
-        receipts, report = read_jsonl(path)
-    report.source = uri
-    return receipts, report
 
 
 def prepare_data(
