@@ -122,14 +122,17 @@ class S3Sync:
             n_files += 1
         return n_files, total
 
-    def download_dir(self, key_prefix: str, local_dir: str | Path) -> int:
-        """Download every object under key_prefix into local_dir (keeping sub-paths); returns the count."""
+    def download_dir(self, key_prefix: str, local_dir: str | Path, skip=lambda name: False) -> int:
+        """Download every object under key_prefix into local_dir (keeping sub-paths), but those whose file
+        name `skip` says; returns the count."""
         local_dir = Path(local_dir)
         prefix = _join(key_prefix)
         count = 0
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
+                    if skip(obj["Key"].rsplit("/", 1)[-1]):
+                        continue
                     target = local_dir / obj["Key"][len(prefix) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     self.client.download_file(self.bucket, obj["Key"], str(target), Config=TRANSFER)

@@ -173,3 +173,35 @@ def test_a_deleted_checkpoint_row_keeps_every_attribute(backend, tmp_path, reque
     store.mark_checkpoint({**row, "s3_deleted": True}, deleted_at="2026-11-26T19:00:00+00:00")
     (marked,) = store.checkpoints(job.job_id)
     assert marked == {**row, "s3_deleted": True, "deleted_at": "2026-11-26T19:00:00+00:00"}
+
+
+@pytest.mark.slow
+def test_all_checkpoints_of_a_job_trained_elsewhere_come_from_s3(bucket, tmp_path, aws_env, monkeypatch):
+    """`evaluate --all-checkpoints JOB` on a machine without the job's output dir fetches run.json, the
+    checkpoints still in S3 (model files, not the optimiser state) and best/, then scores each as training did."""
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    monkeypatch.setenv("LAYOUTLM_JOB_STORE", f"sqlite:///{tmp_path / 'jobs.db'}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "elsewhere"
+    result = run_cli(
+        "train",
+        *("--job-name", "elsewhere", "--dataset", "demo:24", "--pretrained", "tiny", "--max-seq-length", "64"),
+        *("--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--save-total-limit", "5"),
+        *("--output-dir", out, "--output-s3-uri", f"s3://{bucket}/runs"),
+    )
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "run.json").read_text())["epoch_metrics"]
+    shutil.rmtree(out)  # this is another machine now
+
+    scored = run_cli("evaluate", "--model", "elsewhere", "--all-checkpoints", "--json")
+    assert scored.exit_code == 0, scored.output
+    rows = json.loads(scored.output)["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == [f"checkpoint-{e['step']}" for e in recorded] + ["best"]
+    for row, epoch in zip(rows, recorded):
+        assert row["f1"] == pytest.approx(epoch["val_f1"], abs=1e-9)
+    fetched = next((tmp_path / "cache").rglob("checkpoint-*"))
+    assert (fetched / "model.safetensors").is_file() and not (fetched / "optimizer.pt").exists()

@@ -143,7 +143,7 @@ def evaluate_checkpoints(model_ref, spec, val_keys, batch_size, as_json, open_st
     from ..training.artifacts import RunFile
     from ..training.data import read_val_keys
 
-    run_dir = run_dir_of(model_ref, open_store)
+    run_dir = run_dir_of(model_ref, open_store, aws)
     run = RunFile.load(run_dir / "run.json").data
     spec = spec or (run.get("config") or {}).get("dataset")
     if not spec:

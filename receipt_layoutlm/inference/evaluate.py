@@ -111,8 +111,9 @@ def evaluate_model(tagger, receipts) -> dict:
 
 
 # --- evaluate --all-checkpoints --------------------------------------------------------
-def run_dir_of(model_ref, open_store=None) -> Path:
-    """A run's output folder (the one holding run.json) from a folder, its best/, or a job name/id."""
+def run_dir_of(model_ref, open_store=None, aws=None, cache_dir: Path | None = None) -> Path:
+    """A run's output folder (the one holding run.json) from a folder, its best/, or a job name/id; a job
+    whose folder is not on this machine is fetched from S3 when it synced there."""
     from ..errors import UserError
 
     path = Path(model_ref).expanduser()
@@ -121,14 +122,53 @@ def run_dir_of(model_ref, open_store=None) -> Path:
             return candidate
     if path.exists() or open_store is None:
         raise UserError(f"--all-checkpoints: {model_ref} holds no run.json; pass a run's output folder or a job.")
-    job = open_store().resolve(str(model_ref))
+    store = open_store()
+    job = store.resolve(str(model_ref))
     out = Path((job.job_config or {}).get("output_dir") or "")
-    if not (out / "run.json").is_file():
-        raise UserError(
-            f"--all-checkpoints: the checkpoints of job {job.name} are not on this machine ({out or 'no output_dir'}); "
-            "run evaluate where it trained, or pass its output folder."
-        )
-    return out
+    if (out / "run.json").is_file():
+        return out
+    if (job.storage or {}).get("bucket"):
+        from .resolve import default_cache_dir
+
+        return download_run(store, job, (cache_dir or default_cache_dir()) / job.job_id / "run", aws)
+    raise UserError(
+        f"--all-checkpoints: the checkpoints of job {job.name} are not on this machine ({out or 'no output_dir'}) "
+        "nor in S3; run evaluate where it trained, or pass its output folder."
+    )
+
+
+# What scoring a checkpoint does not need (the optimiser and scheduler states, RNG states): not fetched.
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt")
+
+
+def download_run(store, job, target: Path, aws=None) -> Path:
+    """A job's run.json, its checkpoints still in S3 (model files only) and best/, into target (once)."""
+    from ..errors import UserError
+    from ..s3 import S3Sync
+    from ..training.artifacts import replace_dir
+
+    if (target / "run.json").is_file():
+        return target
+    storage = job.storage
+    s3 = S3Sync(f"s3://{storage['bucket']}", job.name, aws)
+    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best") and not r.get("s3_deleted")]
+
+    def fill(tmp: Path) -> None:
+        try:
+            s3.client.download_file(s3.bucket, storage["logs_prefix"] + "run.json", str(tmp / "run.json"))
+        except Exception as e:  # noqa: BLE001 - any failure here is one sentence
+            raise UserError(
+                f"--all-checkpoints: job {job.name} has no run.json in s3://{s3.bucket}/{storage['logs_prefix']} "
+                f"({e}); run evaluate where it trained."
+            ) from None
+        for row in rows:
+            skip = lambda name: name in TRAINING_STATE or name.startswith("rng_state")  # noqa: E731
+            s3.download_dir(row["s3_key"], tmp / f"checkpoint-{row['step']}", skip=skip)
+        s3.download_dir(storage["best_prefix"], tmp / "best")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(target, fill)
+    return target
 
 
 def checkpoint_metric_value(scores: dict, name: str) -> float:
