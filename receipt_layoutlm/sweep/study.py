@@ -41,7 +41,7 @@ class SweepSettings:
     seed: int = 42
     submit: bool = False
     queue: str = DEFAULT_QUEUE
-    parallel: int = 1  # with submit: trials queued or running at once
+    parallel: int = 1  # trials running at once here (a local worker), or with submit queued at once
     poll: float = 10.0
 
 
