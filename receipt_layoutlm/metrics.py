@@ -20,3 +20,15 @@ def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]], types:
         scores[f"label_{t}_recall"] = float(row.get("recall", 0.0))
         scores[f"label_{t}_support"] = int(row.get("support", 0))
     return {k: (float(v) if not isinstance(v, int) else v) for k, v in scores.items()}
+
+
+def word_confusion(true_tags: list[list[str]], pred_tags: list[list[str]], types: list[str]) -> dict:
+    """Word-level confusion of entity types (B-/I- dropped): matrix[reference][prediction], rows and
+    columns in the order ["O", *types]; every type in the tags must be one of `types`."""
+    names = ["O", *types]
+    index = {n: i for i, n in enumerate(names)}
+    matrix = [[0] * len(names) for _ in names]
+    for true, pred in zip(true_tags, pred_tags):
+        for t, p in zip(true, pred):
+            matrix[index[t[2:] if t != "O" else "O"]][index[p[2:] if p != "O" else "O"]] += 1
+    return {"labels": names, "matrix": matrix}

@@ -78,6 +78,14 @@ def test_report_page_and_pngs(recorded_job):
     ):
         assert text in page, text
 
+    # A run records its best evaluation's confusion matrix (training/run.py): the page shows it.
+    matrix = {"labels": ["O", "DATE", "AMOUNT"], "matrix": [[50, 1, 2], [3, 9, 0], [4, 0, 17]]}
+    open_store().add_metrics(job.job_id, [{"name": "confusion_matrix", "value": matrix, "unit": "matrix"}])
+    result = CliRunner().invoke(cli, ["jobs", "report", job.name, "-o", str(tmp_path / "report2")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report2" / "index.html").read_text()
+    assert "no confusion matrix" not in page and "reference \\ predicted" in page and "<td>17</td>" in page
+
 
 def test_report_renders_in_headless_chromium(recorded_job):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

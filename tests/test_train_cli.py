@@ -83,6 +83,13 @@ def test_train_on_demo_records_everything(env):
         assert expected in names, expected
     support = store.metrics(job.job_id, "label_AMOUNT_support")[0]["value"]
     assert isinstance(support, int) and support > 0
+    # The best evaluation's word-level confusion matrix, over every validation word.
+    (confusion,) = store.metrics(job.job_id, "confusion_matrix")
+    assert confusion["unit"] == "matrix" and confusion["step"] == job.results["best_step"]
+    labels, matrix = confusion["value"]["labels"], confusion["value"]["matrix"]
+    assert labels[0] == "O" and "AMOUNT" in labels and len(matrix) == len(labels)
+    val_words = json.loads((env / "demo-run" / "run.json").read_text())["dataset"]["val"]["words"]
+    assert sum(map(sum, matrix)) == val_words
     logs = [json.loads(l["message"]).get("type") for l in store.logs(job.job_id) if l["message"].startswith("{")]
     assert logs == ["run_config", "run_summary"]
 

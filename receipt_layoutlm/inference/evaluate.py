@@ -15,7 +15,7 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 from ..labels import LABEL_ORDER
-from ..metrics import entity_scores
+from ..metrics import entity_scores, word_confusion
 
 
 def _span(receipt, start: int, end: int) -> dict:
@@ -64,13 +64,7 @@ def evaluate_predictions(receipts, true_tags: list[list[str]], predictions, mode
         "recall": float(recall_score(true_tags, pred_tags, average="macro", zero_division=0)),
         "f1": float(f1_score(true_tags, pred_tags, average="macro", zero_division=0)),
     }
-    # Word level: each word's entity type (B/I dropped), rows = reference, columns = prediction.
-    names = ["O"] + types
-    index = {n: i for i, n in enumerate(names)}
-    matrix = [[0] * len(names) for _ in names]
-    for tags, p in zip(true_tags, predictions):
-        for t, w in zip(tags, p.words):
-            matrix[index[t[2:] if t != "O" else "O"]][index[w.label]] += 1
+    confusion = word_confusion(true_tags, pred_tags, types)  # word level, rows = reference
     per_receipt = [receipt_errors(r, t, p) for r, t, p in zip(receipts, true_tags, predictions)]
     worst = sorted(per_receipt, key=lambda e: (-e["errors"], -e["word_errors"], e["id"]))[:10]
     # False positives (spurious or wrongly labelled entities), most confident first: the labels to check.
@@ -88,7 +82,7 @@ def evaluate_predictions(receipts, true_tags: list[list[str]], predictions, mode
         "micro": {k: scores[k] for k in ("precision", "recall", "f1")},
         "macro": macro,
         "per_label": per_label,
-        "confusion": {"labels": names, "matrix": matrix},
+        "confusion": confusion,
         "worst_receipts": [e for e in worst if e["errors"] or e["word_errors"]],
         "unknown_labels": unknown,
         "per_receipt": per_receipt,

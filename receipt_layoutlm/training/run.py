@@ -34,7 +34,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import UserError
 from ..labels import entity_types
-from ..metrics import entity_scores
+from ..metrics import entity_scores, word_confusion
 from ..model import load_model
 from ..store import LeaseLost
 from ..store.journal import Journal
@@ -455,6 +455,7 @@ class TrainingRun:
         self.precision = precision  # resolved: fp32, bf16 or fp16
         self.trainer = None
         self.extra_callbacks: list = []
+        self.confusions: dict[int, dict] = {}  # step -> word-level confusion of that evaluation
 
     def model_settings(self, best_f1, best_metric=None) -> dict:
         """What best/label_map.json carries besides the labels: prediction windows and scores receipts
@@ -518,6 +519,8 @@ class TrainingRun:
             n_words = [len(t) for t in val_true]
             tags = merge_predictions(pred.predictions, inputs.val_windows, n_words, id2label, cfg.decode)
             scores = entity_scores(val_true, tags, entity_types(label_list))
+            # Kept by step; the best evaluation's is recorded when the run ends (finish).
+            self.confusions[self.trainer.state.global_step] = word_confusion(val_true, tags, entity_types(label_list))
             return with_checkpoint_metric(scores, cfg.checkpoint_metric)
 
         world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes
@@ -633,6 +636,10 @@ class TrainingRun:
             )
             # With --save-total-limit 1 the Trainer deleted the last checkpoint at the end (it keeps the best).
             recorder.prune_s3_checkpoints(self.out, state.best_model_checkpoint)
+            confusion = self.confusions.get(results["best_step"])  # none when that evaluation ran before a resume
+            if confusion:
+                row = {"name": "confusion_matrix", "value": confusion, "unit": "matrix"}
+                recorder.metrics([{**row, "step": results["best_step"], "epoch": results["best_epoch"]}])
             _record_end(recorder, results)
         return {"job_id": recorder.job.job_id if recorder.job else None, **results}
 
