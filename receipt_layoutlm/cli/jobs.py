@@ -166,6 +166,13 @@ def epoch_table(metrics: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["step"] or 0, r["epoch"] or 0))
 
 
+def _cell_value(value) -> str:
+    if isinstance(value, dict) and "matrix" in value:  # confusion_matrix: too wide for a cell
+        n = len(value["matrix"])
+        return f"{n}x{n} matrix (--json, or `jobs report`)"
+    return str(value)
+
+
 @jobs.command("metrics")
 @click.argument("ref")
 @click.option("--name", help="One metric, e.g. val_f1 or label_DATE_f1.")
@@ -184,7 +191,7 @@ def jobs_metrics(ref, name, as_json, store):
         v = r.get("value")
         table.add_row(
             r["metric_name"],
-            f"{v:.6g}" if isinstance(v, float) else str(v),
+            f"{v:.6g}" if isinstance(v, float) else _cell_value(v),
             str(r.get("epoch", "")),
             str(r.get("step", "")),
             r.get("unit", ""),
