@@ -74,7 +74,8 @@ class Worker:
         # A slot is a GPU id, or with no GPUs named "cpu<k>" (one job at a time with the default 1 slot).
         self.slots: list[str] = list(settings.gpus) or [f"cpu{k}" for k in range(settings.cpu_slots)]
         # Each CPU job gets its share of the cores, so that N jobs do not fight over every core.
-        self.threads = max(1, (os.cpu_count() or 1) // settings.cpu_slots) if settings.cpu_slots > 1 else None
+        shared = not settings.gpus and settings.cpu_slots > 1
+        self.threads = max(1, (os.cpu_count() or 1) // settings.cpu_slots) if shared else None
         self.children: dict = {}  # slot -> (Popen, job_id)
         self.unrecorded: set[str] = set()  # jobs whose process ended while the store was away
         self.stop_reason: str | None = None
@@ -195,7 +196,7 @@ class Worker:
                 self.settings.store_uri,
                 job.job_id,
                 json.dumps(asdict(self.settings.aws)),  # settings travel as arguments, not environment
-                *([] if on_gpu or self.threads is None else [str(self.threads)]),
+                *([str(self.threads)] if self.threads else []),
             ],
             env=env,
             start_new_session=True,  # a Ctrl-C reaches the worker only; it decides what the children get
@@ -203,7 +204,8 @@ class Worker:
         )
         self.children[slot] = (proc, job.job_id)
         self.jobs_started += 1
-        where = f" on GPU {slot}" if on_gpu else (f" in slot {slot}, {self.threads} thread(s)" if self.threads else "")
+        where = f" on GPU {slot}" if on_gpu else ""
+        where += f" in slot {slot}, {self.threads} thread(s)" if self.threads else ""
         self.say(f"job {job.job_id} ({job.name}): attempt {job.attempts}{where}, pid {proc.pid}")
 
     def reap(self) -> None:
@@ -292,7 +294,7 @@ def fetch_from_s3(store, job, cfg, say=print, aws: AwsSettings | None = None) ->
     if not cfg.output_s3_uri or not job.storage or (out.exists() and any(out.iterdir())):
         return False
     # Rows of checkpoints deleted from S3 after --save-total-limit pruned them stay, marked s3_deleted.
-    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best") and not r.get("s3_deleted")]
+    rows = store.checkpoints_in_s3(job.job_id)
     if not rows:
         return False
     newest = max(rows, key=lambda r: r["step"])

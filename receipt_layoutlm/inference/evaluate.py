@@ -131,8 +131,9 @@ def run_dir_of(model_ref, open_store=None, aws=None, cache_dir: Path | None = No
     )
 
 
-# What scoring a checkpoint does not need (the optimiser and scheduler states, RNG states): not fetched.
-TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt")
+def training_state(file_name: str) -> bool:
+    """Files scoring a checkpoint does not need (optimiser, scheduler, scaler and RNG states): not fetched."""
+    return file_name in ("optimizer.pt", "scheduler.pt", "scaler.pt") or file_name.startswith("rng_state")
 
 
 def download_run(store, job, target: Path, aws=None) -> Path:
@@ -145,7 +146,7 @@ def download_run(store, job, target: Path, aws=None) -> Path:
         return target
     storage = job.storage
     s3 = S3Sync(f"s3://{storage['bucket']}", job.name, aws)
-    rows = [r for r in store.checkpoints(job.job_id) if not r.get("is_best") and not r.get("s3_deleted")]
+    rows = store.checkpoints_in_s3(job.job_id)
 
     def fill(tmp: Path) -> None:
         try:
@@ -156,8 +157,7 @@ def download_run(store, job, target: Path, aws=None) -> Path:
                 f"({e}); run evaluate where it trained."
             ) from None
         for row in rows:
-            skip = lambda name: name in TRAINING_STATE or name.startswith("rng_state")  # noqa: E731
-            s3.download_dir(row["s3_key"], tmp / f"checkpoint-{row['step']}", skip=skip)
+            s3.download_dir(row["s3_key"], tmp / f"checkpoint-{row['step']}", skip=training_state)
         s3.download_dir(storage["best_prefix"], tmp / "best")
 
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,14 @@ def _open_lines(path: Path):
         raise UserError(f"Dataset file {path} does not exist; check the path given to --dataset.")
     if path.is_dir():
         raise UserError(f"Dataset path {path} is a directory; pass the .jsonl file inside it.")
+    return _decode_lines(path.read_bytes(), str(path))
+
+
+def _decode_lines(body: bytes, source: str) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return body.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); export the file as UTF-8.") from None
+        raise UserError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start}); export the file as UTF-8.") from None
 
 
 def _number(value, where: str, name: str) -> float:
@@ -79,13 +83,18 @@ def receipt_from_dict(obj, where: str) -> Receipt:
 
 def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
     """Read the portable format of docs/dataset-format.md, strictly."""
-    report = LoadReport(source=str(path))
+    return parse_jsonl(_open_lines(path), str(path))
+
+
+def parse_jsonl(lines: list[str], source: str) -> tuple[list[Receipt], LoadReport]:
+    """The receipts of the format's lines; `source` (a path or URI) starts every error message."""
+    report = LoadReport(source=source)
     receipts: list[Receipt] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(_open_lines(path), start=1):
+    for lineno, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        where = f"{path}:{lineno}"
+        where = f"{source}:{lineno}"
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
@@ -103,16 +112,9 @@ def read_jsonl(path: Path) -> tuple[list[Receipt], LoadReport]:
 
 def read_jsonl_s3(uri: str, aws=None) -> tuple[list[Receipt], LoadReport]:
     """The portable format from s3://bucket/key (a sweep's data snapshot, for workers on other machines)."""
-    import tempfile
-
     from ..s3 import read_object
 
-    with tempfile.TemporaryDirectory(prefix="receipts-") as tmp:
-        path = Path(tmp) / uri.rsplit("/", 1)[-1]
-        path.write_bytes(read_object(uri, "--dataset", aws))
-        receipts, report = read_jsonl(path)
-    report.source = uri
-    return receipts, report
+    return parse_jsonl(_decode_lines(read_object(uri, "--dataset", aws), uri), uri)
 
 
 def write_jsonl(receipts: list[Receipt], path: Path) -> None:

@@ -481,3 +481,7 @@ class JobStore:
 
     def checkpoints(self, job_id: str) -> list[dict]:
         return list(self.table.query(f"JOB#{job_id}", "CHECKPOINT#"))
+
+    def checkpoints_in_s3(self, job_id: str) -> list[dict]:
+        """The rows of the job's checkpoint-* uploads still in S3 (not best/, not deleted after pruning)."""
+        return [r for r in self.checkpoints(job_id) if not r.get("is_best") and not r.get("s3_deleted")]
